@@ -34,6 +34,9 @@ struct TensorView {
   int64_t numel() const;
 };
 
+// Largest header the reference accepts (Rust `safetensors` MAX_HEADER_SIZE).
+constexpr uint64_t kSafetensorsMaxHeaderSize = 100'000'000;
+
 // One .safetensors file. Validation follows the reference (Rust `safetensors`): the header must be valid
 // JSON, every dtype known, offsets in order, contiguous, non-overlapping, covering the data section exactly,
 // and shape x dtype size equal to each byte span.
@@ -46,6 +49,7 @@ class SafetensorsFile {
   std::vector<std::string> names() const;  // sorted
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   const TensorView& get(const std::string& name) const;  // throws InputError naming file and tensor
+  size_t size() const { return tensors_.size(); }
 
  private:
   std::shared_ptr<const MappedFile> file_;
@@ -61,10 +65,12 @@ class SafetensorsCheckpoint {
 
   std::vector<std::string> names() const;  // sorted, across all shards
   bool contains(const std::string& name) const;
-  const TensorView& get(const std::string& name) const;
+  const TensorView& get(const std::string& name) const;  // throws InputError naming checkpoint and tensor
   const std::vector<SafetensorsFile>& shards() const { return shards_; }
+  const std::string& path() const { return path_; }
 
  private:
+  std::string path_;
   std::vector<SafetensorsFile> shards_;
   std::map<std::string, size_t> shard_of_;  // tensor name -> index into shards_
 };
@@ -79,7 +85,10 @@ struct TensorToWrite {
 };
 
 // Writes a .safetensors file atomically (temp + rename), byte-identical to Python `safetensors.save_file`
-// for the same tensors and metadata (header order and padding as the reference serializes them).
+// for the same tensors and metadata: tensors ordered by descending dtype alignment then name, compact JSON,
+// header padded with spaces to a multiple of 8. Metadata keys are written sorted; the reference writes them
+// in Rust HashMap order (random per process), so files with more than one metadata key only match it up to
+// that order. Throws InputError naming the path (and tensor) for inconsistent input.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -1,0 +1,78 @@
+#include "adapters/qwen2_5_vl/layers.h"
+
+#include <limits>
+
+namespace vlreward::qwen {
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
+                       const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out_features}, options));
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& options) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
+  auto x32 = x.to(torch::kFloat32);
+  auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
+  x32 = x32 * torch::rsqrt(variance + eps);
+  return weight * x32.to(x.scalar_type());
+}
+
+GatedMLPImpl::GatedMLPImpl(int64_t hidden, int64_t intermediate, bool with_bias,
+                           const torch::TensorOptions& options) {
+  gate_proj = register_module("gate_proj", Linear(hidden, intermediate, with_bias, options));
+  up_proj = register_module("up_proj", Linear(hidden, intermediate, with_bias, options));
+  down_proj = register_module("down_proj", Linear(intermediate, hidden, with_bias, options));
+}
+
+torch::Tensor GatedMLPImpl::forward(const torch::Tensor& x) const {
+  return down_proj->forward(torch::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half);
+  auto x2 = x.narrow(-1, half, x.size(-1) - half);
+  return torch::cat({-x2, x1}, -1);
+}
+
+torch::Tensor rope_inv_freq(int64_t dim, double theta) {
+  auto exponents = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  return 1.0 / torch::pow(theta, exponents);
+}
+
+double masked_score(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return std::numeric_limits<float>::lowest();
+    case torch::kFloat64: return std::numeric_limits<double>::lowest();
+    case torch::kBFloat16: return -3.3895313892515355e38;  // finfo(bfloat16).min
+    case torch::kFloat16: return -65504.0;
+    default: TORCH_CHECK(false, "masked_score: unsupported dtype ", dtype);
+  }
+}
+
+}  // namespace vlreward::qwen
+
+#include "adapters/torch_compat.h"
+
+namespace vlreward::qwen {
+
+AttentionImpl default_attention_impl() {
+  return compat::kHasScaledDotProductAttention ? AttentionImpl::kFused : AttentionImpl::kExplicit;
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& additive_mask, AttentionImpl impl) {
+  if (impl == AttentionImpl::kFused && compat::kHasScaledDotProductAttention)
+    return compat::scaled_dot_product_attention(q, k, v, additive_mask);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+  if (additive_mask.defined()) scores = scores + additive_mask;
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(probs, v);
+}
+
+}  // namespace vlreward::qwen

@@ -1,0 +1,62 @@
+#pragma once
+// Building blocks shared by the vision tower and the text decoder. Parameters are created with the caller's
+// TensorOptions, so the same code builds a CPU/CUDA model or a shapes-only model on the meta device.
+// Forward math mirrors transformers op for op (at::linear, fp32 RMSNorm statistics) for bit-level parity.
+#include <torch/torch.h>
+
+namespace vlreward::qwen {
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const { return at::linear(x, weight, bias); }
+
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined when the layer has none
+};
+TORCH_MODULE(Linear);
+
+// Qwen2RMSNorm: statistics in fp32, the weight multiplies the value cast back to the input dtype.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// gate/up/down with SiLU gating: down(silu(gate(x)) * up(x)).
+class GatedMLPImpl : public torch::nn::Module {
+ public:
+  GatedMLPImpl(int64_t hidden, int64_t intermediate, bool with_bias, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(GatedMLP);
+
+// x rotated by half its last dimension: cat(-x2, x1).
+torch::Tensor rotate_half(const torch::Tensor& x);
+
+// 1 / theta^(arange(0, dim, 2) / dim), computed with the same float32 ops as transformers.
+torch::Tensor rope_inv_freq(int64_t dim, double theta);
+
+// Additive-mask value for masked attention scores, as transformers' eager path uses (finfo(dtype).min).
+double masked_score(torch::ScalarType dtype);
+
+}  // namespace vlreward::qwen
+
+namespace vlreward::qwen {
+
+// How attention scores are computed. kExplicit is the reference path (transformers' eager: matmul, fp32
+// softmax); kFused uses scaled_dot_product_attention where LibTorch has it (>= 2.0).
+enum class AttentionImpl { kExplicit, kFused };
+AttentionImpl default_attention_impl();
+
+// q [B, H, q, d], k/v [B, H, kv, d] (already repeated for GQA); additive mask [B, 1, q, kv] or undefined.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& additive_mask, AttentionImpl impl);
+
+}  // namespace vlreward::qwen

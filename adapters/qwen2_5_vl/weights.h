@@ -1,0 +1,28 @@
+#pragma once
+// Hugging Face checkpoints in and out for any module whose parameter names are hub keys.
+#include <torch/torch.h>
+
+#include <string>
+
+namespace vlreward::qwen {
+
+// Maps a checkpoint key in either layout to the hub layout our modules use:
+// model.visual.* -> visual.*, model.language_model.* -> model.*; others unchanged.
+std::string hub_name(const std::string& checkpoint_key);
+
+struct LoadReport {
+  size_t loaded = 0;
+  size_t ignored = 0;  // e.g. lm_head.weight in a checkpoint of a tied model
+};
+
+// Loads a checkpoint (directory with model.safetensors or model.safetensors.index.json, or one file) into
+// `module`, converting dtypes (bf16/fp16/fp32 -> the parameter's dtype). Strict: one InputError lists every
+// missing, unexpected, mis-shaped or non-float key. `tied_embeddings` allows lm_head.weight to be absent or extra.
+LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, bool tied_embeddings);
+
+// Writes the module's parameters in the hub layout as one model.safetensors in `dir` (atomically), or as
+// shards of at most max_shard_bytes with model.safetensors.index.json when larger.
+void save_checkpoint(const torch::nn::Module& module, const std::string& dir,
+                     int64_t max_shard_bytes = int64_t{5} << 30);
+
+}  // namespace vlreward::qwen
