@@ -5,6 +5,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -164,7 +165,6 @@ struct EncodeScratch {
   pcre2_jit_stack* jit_stack = nullptr;
   std::unordered_map<std::string, std::vector<int32_t>> cache;
   std::string key;
-  std::string normalized;
   std::vector<int32_t> word;
 
   EncodeScratch() = default;

@@ -4,7 +4,6 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -38,17 +37,6 @@ std::string describe_failure(const char* format, Failure failure, std::string de
       return fmt::format("corrupt {} data ({})", format, detail);
     default:
       return fmt::format("cannot decode {}: {}", format, detail);
-  }
-}
-
-void check_pixel_limit(int64_t width, int64_t height, const DecodeOptions& options, const std::string& source) {
-  if (width <= 0 || height <= 0) {
-    throw_input_error(source, "image header declares an empty size {}x{}", width, height);
-  }
-  const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
-  if (pixels > options.max_pixels) {
-    throw_input_error(source, "image size {}x{} ({} pixels) exceeds the pixel limit of {}", width, height, pixels,
-                      options.max_pixels);
   }
 }
 
@@ -209,7 +197,7 @@ ImageHeader probe_jpeg(const uint8_t* data, size_t size, const std::string& sour
 RgbImage decode_jpeg(const uint8_t* data, size_t size, const std::string& source, const DecodeOptions& options) {
   JpegDecoder d;
   if (!jpeg_read_header_guarded(&d, data, size)) throw_jpeg_failure(d, source);
-  check_pixel_limit(d.cinfo.image_width, d.cinfo.image_height, options, source);
+  check_image_pixel_limit({ImageFormat::kJpeg, d.cinfo.image_width, d.cinfo.image_height}, options, source);
   configure_jpeg_output(d, source);
   RgbImage image;
   image.width = d.cinfo.image_width;
@@ -250,7 +238,7 @@ void png_on_error(png_structp png, png_const_charp message) {
     // libpng explains a bad IHDR in a warning ("Invalid bit depth in IHDR") before failing with the
     // generic "Invalid IHDR data"; keep the explanation.
     if (std::strstr(message, "IHDR") && d->last_warning[0]) {
-      std::snprintf(d->message, kMessageSize, "%s: %s", message, d->last_warning);
+      std::snprintf(d->message, kMessageSize, "%.120s: %.120s", message, d->last_warning);
     } else {
       std::snprintf(d->message, kMessageSize, "%s", message);
     }
@@ -396,7 +384,7 @@ RgbImage decode_png(const uint8_t* data, size_t size, const std::string& source,
   if (!png_read_header_guarded(&d)) throw_png_failure(d, source);
   const int64_t width = png_get_image_width(d.png, d.info);
   const int64_t height = png_get_image_height(d.png, d.info);
-  check_pixel_limit(width, height, options, source);
+  check_image_pixel_limit({ImageFormat::kPng, width, height}, options, source);
   const int color_type = png_get_color_type(d.png, d.info);
   const int bit_depth = png_get_bit_depth(d.png, d.info);
 
@@ -431,6 +419,17 @@ bool starts_with(std::string_view bytes, std::string_view prefix) {
 }
 
 }  // namespace
+
+void check_image_pixel_limit(const ImageHeader& header, const DecodeOptions& options, const std::string& source) {
+  if (header.width <= 0 || header.height <= 0) {
+    throw_input_error(source, "image header declares an empty size {}x{}", header.width, header.height);
+  }
+  const uint64_t pixels = static_cast<uint64_t>(header.width) * static_cast<uint64_t>(header.height);
+  if (pixels > options.max_pixels) {
+    throw_input_error(source, "image size {}x{} ({} pixels) exceeds the pixel limit of {}", header.width,
+                      header.height, pixels, options.max_pixels);
+  }
+}
 
 ImageFormat sniff_image_format(std::string_view bytes, const std::string& source) {
   if (bytes.empty()) throw_input_error(source, "empty image data (0 bytes)");

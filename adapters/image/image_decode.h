@@ -43,6 +43,9 @@ ImageFormat sniff_image_format(std::string_view bytes, const std::string& source
 // Reads only the header: format and declared size. Throws InputError for unknown/corrupt headers.
 ImageHeader probe_image(std::string_view bytes, const std::string& source);
 
+// Throws InputError naming `source` when the header's size is empty or above options.max_pixels.
+void check_image_pixel_limit(const ImageHeader& header, const DecodeOptions& options, const std::string& source);
+
 // Full decode. Throws InputError naming `source` when the data is truncated or corrupt (a half-decoded
 // image is never returned), when the declared size exceeds options.max_pixels, or when the variant is
 // unsupported.

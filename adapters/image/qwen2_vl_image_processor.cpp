@@ -244,11 +244,7 @@ ImageFeatures Qwen2VLImageProcessor::preprocess_encoded(const std::vector<std::s
   // Reject bad sizes of any image from its header before spending time decoding the others.
   for (size_t i = 0; i < encoded.size(); ++i) {
     const ImageHeader header = probe_image(encoded[i], name_of(sources, i));
-    const uint64_t pixels = static_cast<uint64_t>(header.width) * static_cast<uint64_t>(header.height);
-    if (pixels > decode_options_.max_pixels) {
-      throw_input_error(name_of(sources, i), "image size {}x{} ({} pixels) exceeds the pixel limit of {}",
-                        header.width, header.height, pixels, decode_options_.max_pixels);
-    }
+    check_image_pixel_limit(header, decode_options_, name_of(sources, i));
     target_size(header.height, header.width, name_of(sources, i));
   }
   ImageFeatures features;
