@@ -29,8 +29,17 @@ const fs::path kFixtures = fs::path(VLREWARD_FIXTURES_DIR) / "safetensors";
 
 json manifest() { return json::parse(read_file((kFixtures / "manifest.json").string())); }
 
+fs::path temp_root() { return fs::temp_directory_path() / ("vlreward_st_" + std::to_string(::getpid())); }
+
+// Removes this run's temp files when the suite ends.
+class TempCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override { fs::remove_all(temp_root()); }
+};
+const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
+
 fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("vlreward_st_" + std::to_string(::getpid())) / name;
+  auto d = temp_root() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -21,8 +21,17 @@ namespace {
 
 const fs::path kFixtures = fs::path(VLREWARD_FIXTURES_DIR) / "safetensors";
 
+fs::path temp_root() { return fs::temp_directory_path() / ("vlreward_st_torch_" + std::to_string(::getpid())); }
+
+// Removes this run's temp files when the suite ends.
+class TempCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override { fs::remove_all(temp_root()); }
+};
+const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
+
 fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("vlreward_st_torch_" + std::to_string(::getpid())) / name;
+  auto d = temp_root() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -75,7 +84,9 @@ void expect_identical(const torch::Tensor& got, const torch::Tensor& want, const
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   const size_t n = static_cast<size_t>(got.numel()) * got.element_size();
   auto g = got.contiguous(), w = want.contiguous();
-  if (n > 0) EXPECT_EQ(std::memcmp(g.data_ptr(), w.data_ptr(), n), 0) << what;
+  if (n > 0) {
+    EXPECT_EQ(std::memcmp(g.data_ptr(), w.data_ptr(), n), 0) << what;
+  }
 }
 
 }  // namespace

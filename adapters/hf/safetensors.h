@@ -88,7 +88,8 @@ struct TensorToWrite {
 // for the same tensors and metadata: tensors ordered by descending dtype alignment then name, compact JSON,
 // header padded with spaces to a multiple of 8. Metadata keys are written sorted; the reference writes them
 // in Rust HashMap order (random per process), so files with more than one metadata key only match it up to
-// that order. Throws InputError naming the path (and tensor) for inconsistent input.
+// that order. An empty map writes no "__metadata__" entry (Python's metadata=None). Throws InputError naming
+// the path (and tensor) for inconsistent input.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
