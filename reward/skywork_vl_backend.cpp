@@ -1,0 +1,183 @@
+#include "reward/skywork_vl_backend.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "adapters/common/error.h"
+#include "adapters/hf/qwen2_5_vl_processor.h"
+#include "adapters/qwen2_5_vl/batch.h"
+#include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/weights.h"
+#include "plugin/config_reader.h"
+#include "reward/value_head.h"
+
+namespace vlreward {
+namespace {
+
+torch::ScalarType parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  throw RewardConfigError(where + ": dtype must be \"float32\" or \"bfloat16\", got \"" + name + "\"");
+}
+
+// A request turned into model inputs, or the reason it could not be.
+struct PreparedItem {
+  std::vector<int64_t> input_ids;
+  ImageFeatures images;
+  std::string error;
+};
+
+class SkyworkVLReward : public RewardBackend {
+ public:
+  explicit SkyworkVLReward(const SkyworkVLOptions& options)
+      : options_(options),
+        processor_(Qwen2_5_VLProcessor::from_directory(options.model_dir, {options.min_pixels, options.max_pixels})),
+        device_(options.device) {
+    const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(options.model_dir) / "config.json").string());
+    const auto dtype = parse_dtype(options.dtype, "skywork_vl");
+    model_ = qwen::Qwen2_5_VLModel(config, torch::TensorOptions().dtype(dtype));
+    qwen::load_checkpoint(*model_, options.model_dir, config.text.tie_word_embeddings);
+    model_->to(device_);
+    model_->eval();
+    head_ = load_value_head(options.value_head_path, config.text.hidden_size);
+    head_->to(device_);
+  }
+
+  std::string name() const override { return "skywork_vl"; }
+  RewardCapabilities capabilities() const override { return {true, false, true}; }
+
+  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    std::vector<RewardResult> results(batch.size());
+    std::vector<PreparedItem> items;
+    items.reserve(batch.size());
+    for (const auto& request : batch) items.push_back(prepare(request));
+
+    // Longest first, then greedily fill batches under the token and size budgets (padding stays small).
+    std::vector<size_t> order;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].error.empty()) order.push_back(i);
+      else results[i] = RewardResult::failure(items[i].error);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return items[a].input_ids.size() > items[b].input_ids.size(); });
+    size_t start = 0;
+    while (start < order.size()) {
+      const int64_t longest = static_cast<int64_t>(items[order[start]].input_ids.size());
+      size_t end = start + 1;
+      while (end < order.size() && static_cast<int64_t>(end - start + 1) <= options_.max_batch_size &&
+             static_cast<int64_t>(end - start + 1) * longest <= options_.max_batch_tokens)
+        ++end;
+      std::vector<size_t> group(order.begin() + static_cast<std::ptrdiff_t>(start),
+                                order.begin() + static_cast<std::ptrdiff_t>(end));
+      try {
+        auto scores = forward(items, group);
+        for (size_t k = 0; k < group.size(); ++k) results[group[k]] = RewardResult::success(scores[k]);
+      } catch (const std::exception& e) {
+        for (size_t index : group) results[index] = RewardResult::failure(std::string("scoring failed: ") + e.what());
+      }
+      start = end;
+    }
+    return results;
+  }
+
+ private:
+  PreparedItem prepare(const RewardRequest& request) const {
+    PreparedItem item;
+    const std::string source = request.id.empty() ? "request" : "request " + request.id;
+    try {
+      std::vector<ChatMessage> messages;
+      if (request.system_prompt) messages.push_back(ChatMessage::from_text("system", *request.system_prompt));
+      std::vector<RgbImage> images;
+      for (const auto& turn : request.turns) {
+        std::vector<ChatContentPart> parts;
+        for (const auto& part : turn.content) {
+          if (part.kind == RewardContent::Kind::kText) {
+            parts.push_back(ChatContentPart::make_text(part.text));
+            continue;
+          }
+          const auto& image = part.image;
+          const std::string image_source = fmt::format("{}: image {}", source, images.size() + 1);
+          if (!image.path.empty()) images.push_back(decode_image_file(image.path));
+          else if (!image.bytes.empty()) images.push_back(decode_image(image.bytes, image_source));
+          else throw InputError(image_source, "has neither bytes nor a path");
+          parts.push_back(ChatContentPart::image());
+        }
+        messages.push_back(ChatMessage::from_parts(turn.role, std::move(parts)));
+      }
+      messages.push_back(ChatMessage::from_text("assistant", request.response));
+      ProcessedInput processed = processor_.process(messages, images, {}, source);
+      item.input_ids = std::move(processed.input_ids);
+      item.images = std::move(processed.images);
+    } catch (const std::exception& e) {
+      item.error = e.what();
+    }
+    return item;
+  }
+
+  std::vector<double> forward(const std::vector<PreparedItem>& items, const std::vector<size_t>& group) {
+    torch::InferenceMode inference;
+    std::vector<std::vector<int64_t>> rows;
+    std::vector<float> pixels;
+    std::vector<qwen::GridTHW> grids;
+    int64_t patch_rows = 0, row_size = 0;
+    for (size_t index : group) {
+      const auto& item = items[index];
+      rows.push_back(item.input_ids);
+      pixels.insert(pixels.end(), item.images.pixel_values.begin(), item.images.pixel_values.end());
+      grids.insert(grids.end(), item.images.grid_thw.begin(), item.images.grid_thw.end());
+      patch_rows += item.images.rows;
+      if (item.images.rows > 0) row_size = item.images.row_size;
+    }
+    auto batch = qwen::pad_batch(rows, processor_.pad_token_id(), qwen::PaddingSide::kRight);
+    qwen::ModelInput input{batch.input_ids.to(device_), batch.attention_mask.to(device_), {}, grids};
+    if (patch_rows > 0)
+      input.pixel_values = torch::from_blob(pixels.data(), {patch_rows, row_size}, torch::kFloat32).to(device_);
+    qwen::ForwardOptions forward_options;
+    forward_options.logits = false;
+    auto out = model_->forward(input, forward_options);
+    auto last = qwen::last_token_index(batch.attention_mask).to(device_);
+    auto rows_index = torch::arange(static_cast<int64_t>(group.size()), last.options());
+    auto values = head_->forward(out.last_hidden_state.index({rows_index, last})).to(torch::kCPU, torch::kFloat64);
+    return {values.data_ptr<double>(), values.data_ptr<double>() + values.numel()};
+  }
+
+  SkyworkVLOptions options_;
+  Qwen2_5_VLProcessor processor_;
+  torch::Device device_;
+  qwen::Qwen2_5_VLModel model_{nullptr};
+  ValueHead head_{nullptr};
+};
+
+}  // namespace
+
+SkyworkVLOptions SkyworkVLOptions::from_config(const nlohmann::json& config, const std::string& where) {
+  ConfigReader reader(config, where);
+  SkyworkVLOptions o;
+  o.model_dir = reader.required<std::string>("model");
+  o.value_head_path = reader.optional<std::string>(
+      "value_head", (std::filesystem::path(o.model_dir) / "value_head.safetensors").string());
+  o.dtype = reader.optional<std::string>("dtype", o.dtype);
+  parse_dtype(o.dtype, reader.path("dtype"));
+  o.device = reader.optional<std::string>("device", o.device);
+  o.max_batch_tokens = reader.optional<int64_t>("max_batch_tokens", o.max_batch_tokens);
+  o.max_batch_size = reader.optional<int64_t>("max_batch_size", o.max_batch_size);
+  o.min_pixels = reader.maybe<int64_t>("min_pixels");
+  o.max_pixels = reader.maybe<int64_t>("max_pixels");
+  if (o.max_batch_tokens <= 0) reader.fail("max_batch_tokens", "must be positive");
+  if (o.max_batch_size <= 0) reader.fail("max_batch_size", "must be positive");
+  reader.finish();
+  return o;
+}
+
+std::unique_ptr<RewardBackend> make_skywork_vl_backend(const SkyworkVLOptions& options) {
+  try {
+    return std::make_unique<SkyworkVLReward>(options);
+  } catch (const InputError& e) {
+    throw RewardConfigError(std::string("skywork_vl: ") + e.what());
+  }
+}
+
+}  // namespace vlreward

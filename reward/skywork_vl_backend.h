@@ -1,0 +1,29 @@
+#pragma once
+// Skywork-VL Reward: Qwen2.5-VL backbone + value head, scoring exactly as the model card does: chat template
+// without an explicit system message (so the default one is inserted), user [images..., question], the
+// assistant response, no generation prompt; the score is the value head at the last non-pad token.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "plugin/reward.h"
+
+namespace vlreward {
+
+struct SkyworkVLOptions {
+  std::string model_dir;                // HF checkpoint (config.json, safetensors, tokenizer, preprocessor)
+  std::string value_head_path;          // default: <model_dir>/value_head.safetensors
+  std::string dtype = "float32";        // or "bfloat16"
+  std::string device = "cpu";           // "cpu", "cuda", "cuda:1"
+  int64_t max_batch_tokens = 8192;      // padded tokens per forward (batch size x longest sequence)
+  int64_t max_batch_size = 16;
+  std::optional<int64_t> min_pixels, max_pixels;
+
+  static SkyworkVLOptions from_config(const nlohmann::json& config, const std::string& where);
+};
+
+std::unique_ptr<RewardBackend> make_skywork_vl_backend(const SkyworkVLOptions& options);
+
+}  // namespace vlreward
