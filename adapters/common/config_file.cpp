@@ -1,0 +1,98 @@
+#include "adapters/common/config_file.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+
+namespace vlreward {
+namespace {
+
+nlohmann::json scalar_to_json(const YAML::Node& node) {
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return text;  // quoted in the file: always a string
+  if (text == "null" || text == "~" || text.empty()) return nullptr;
+  if (text == "true" || text == "True") return true;
+  if (text == "false" || text == "False") return false;
+  try {
+    size_t used = 0;
+    long long i = std::stoll(text, &used);
+    if (used == text.size()) return i;
+  } catch (...) {
+  }
+  try {
+    size_t used = 0;
+    double d = std::stod(text, &used);
+    if (used == text.size()) return d;
+  } catch (...) {
+  }
+  return text;
+}
+
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& item : node) out[item.first.as<std::string>()] = yaml_to_json(item.second);
+      return out;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& item : node) out.push_back(yaml_to_json(item));
+      return out;
+    }
+    case YAML::NodeType::Scalar: return scalar_to_json(node);
+    default: return nullptr;
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+nlohmann::json load_config_file(const std::string& path) {
+  const std::string text = read_file(path);
+  if (ends_with(path, ".json")) {
+    try {
+      return nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw_input_error(path, "invalid JSON: {}", e.what());
+    }
+  }
+  try {
+    return yaml_to_json(YAML::Load(text));
+  } catch (const YAML::Exception& e) {
+    throw_input_error(path, "invalid YAML at line {}, column {}: {}", e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+}
+
+void apply_override(nlohmann::json& config, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) throw_input_error(assignment, "override must look like key.path=value");
+  const std::string key = assignment.substr(0, eq);
+  nlohmann::json value;
+  try {
+    value = yaml_to_json(YAML::Load(assignment.substr(eq + 1)));
+  } catch (const YAML::Exception& e) {
+    throw_input_error(assignment, "cannot parse the value: {}", e.msg);
+  }
+  nlohmann::json* node = &config;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = key.find('.', start);
+    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (part.empty()) throw_input_error(assignment, "empty key segment");
+    if (!node->is_object()) throw_input_error(assignment, "\"{}\" is not inside an object", part);
+    if (dot == std::string::npos) {
+      (*node)[part] = value;
+      return;
+    }
+    node = &(*node)[part];
+    if (node->is_null()) *node = nlohmann::json::object();
+    start = dot + 1;
+  }
+}
+
+}  // namespace vlreward

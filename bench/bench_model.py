@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Qwen2.5-VL model benchmark: vlreward's C++ model (bench_model) vs transformers on the same weights and inputs.
+
+    .venv-ref/bin/python bench/bench_model.py --binary build-bench/bench/bench_model [--threads 1]
+
+For each config (tiny = tests/fixtures/model/tiny/config.json; small = hidden 512 / 8 layers, see small_config())
+the script builds Qwen2_5_VLForConditionalGeneration in fp32 with seeded random weights, saves it with
+save_pretrained into a temp dir (nothing is committed) and writes the inputs there: one image (random pixel
+values, grid --grid) + a chat-formatted text prompt of --prompt-tokens tokens in all, for batch 1 and batch 4
+(4 different prompts of the same length, no padding). Then, on the same machine in the same run:
+
+  * prefill: forward over the prompt with the images, filling the KV cache, logits at the last position only
+    (transformers: model(..., use_cache=True, logits_to_keep=1); C++: forward(logits=false) + lm_logits(last)).
+  * generate: greedy generation of exactly --new-tokens tokens (no stop token: eos_token_id=None in transformers'
+    generation config, no stop ids in C++), i.e. 1 prefill + (new_tokens - 1) cached decode steps.
+    decode time = median(generate) - median(prefill); decode tokens/s = batch * (new_tokens - 1) / decode time.
+
+Every number is the median of --repeat timed runs after --warmup untimed ones. transformers runs under
+torch.inference_mode() with torch.set_num_threads(N), once with attn_implementation="eager" and once with "sdpa";
+the C++ binary gets at::set_num_threads(N) (and OMP/OPENBLAS_NUM_THREADS=N, since Debian's LibTorch calls
+OpenBLAS). The C++ greedy tokens must equal transformers' (eager and sdpa) token for token.
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from safetensors.torch import save_file
+
+import transformers
+from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "fixtures" / "model" / "tiny"
+SEED = 20240611
+ATTN_IMPLS = ("eager", "sdpa")
+
+
+def tiny_config() -> Qwen2_5_VLConfig:
+    return Qwen2_5_VLConfig.from_pretrained(TINY)
+
+
+def small_config() -> Qwen2_5_VLConfig:
+    """The tiny config (same tokenizer ids, vocab 2048) scaled up: text 512 x 8 layers, vision 256 x 8 blocks."""
+    c = Qwen2_5_VLConfig.from_pretrained(TINY)
+    t, v = c.text_config, c.vision_config
+    t.hidden_size, t.num_hidden_layers, t.intermediate_size = 512, 8, 1408
+    t.num_attention_heads, t.num_key_value_heads = 8, 2
+    t.layer_types = ["full_attention"] * 8
+    t.rope_scaling = dict(t.rope_scaling, mrope_section=[8, 12, 12])  # 2 * sum = head_dim 64
+    v.depth, v.hidden_size, v.num_heads, v.intermediate_size, v.out_hidden_size = 8, 256, 4, 704, 512
+    v.fullatt_block_indexes = [3, 7]
+    return c
+
+
+CONFIGS = {"tiny": tiny_config, "small": small_config}
+
+
+def build_model(config: Qwen2_5_VLConfig, attn: str, state=None):
+    model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation=attn,
+                                                            torch_dtype=torch.float32)
+    if state is None:
+        randomize(model)
+    else:
+        model.load_state_dict(state)
+    # No stop token: generate() must produce exactly max_new_tokens (and not pick eos up from the model defaults).
+    model.generation_config.eos_token_id = None
+    return model.eval()
+
+
+def randomize(model) -> None:
+    """Seeded weights with unit-gain fan-in scaling, so activations stay O(1) and greedy steps are not near-ties."""
+    gen = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight")):
+                value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+            elif name.endswith(".bias"):
+                value = 0.1 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("embed_tokens.weight"):
+                value = torch.randn(p.shape, generator=gen)
+            elif name == "lm_head.weight":
+                value = torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5
+            else:
+                value = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
+            p.copy_(value)
+
+
+def make_inputs(config, tok, batch: int, prompt_tokens: int, grid, seed: int) -> dict:
+    """`batch` chat prompts of exactly prompt_tokens ids, each with one image of `grid` (t, h, w) patches."""
+    rng = random.Random(seed)
+    merge = config.vision_config.spatial_merge_size
+    image_tokens = grid[0] * grid[1] * grid[2] // (merge * merge)
+    head = tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                      "<|vision_start|>", add_special_tokens=False)
+    tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    text_len = prompt_tokens - len(head) - image_tokens - 1 - len(tail)
+    if text_len < 1:
+        raise SystemExit(f"--prompt-tokens {prompt_tokens} leaves no room for text after {image_tokens} image tokens")
+    words = "the a picture shows red blue green boxes circles on of and with left right top bottom small large " \
+            "bright dark sky sea tree house road car person dog cat what where how many describe count".split()
+    rows = []
+    for _ in range(batch):
+        text = []
+        while len(text) < text_len:
+            text += tok.encode(" " + " ".join(rng.choice(words) for _ in range(20)), add_special_tokens=False)
+        rows.append(head + [config.image_token_id] * image_tokens + [config.vision_end_token_id] + text[:text_len]
+                    + tail)
+    gen = torch.Generator().manual_seed(seed)
+    patch_dim = config.vision_config.in_channels * config.vision_config.temporal_patch_size * \
+        config.vision_config.patch_size ** 2
+    ids = torch.tensor(rows, dtype=torch.int64)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(batch * grid[0] * grid[1] * grid[2], patch_dim, generator=gen),
+            "image_grid_thw": torch.tensor([list(grid)] * batch, dtype=torch.int64)}
+
+
+def timed(fn, warmup: int, repeat: int):
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def run_hf(model, inputs: dict, new_tokens: int, warmup: int, repeat: int) -> dict:
+    prompt = inputs["input_ids"].shape[1]
+    cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, eos_token_id=None,
+                           pad_token_id=model.config.text_config.pad_token_id, bos_token_id=None, temperature=None,
+                           top_p=None, top_k=None)
+
+    def prefill():
+        return model(**inputs, use_cache=True, logits_to_keep=1).logits
+
+    def generate():
+        return model.generate(**inputs, generation_config=cfg)
+
+    with torch.inference_mode():
+        prefill_s, _ = timed(prefill, warmup, repeat)
+        generate_s, seq = timed(generate, warmup, repeat)
+    assert seq.shape[1] == prompt + new_tokens, f"generate stopped early: {seq.shape[1] - prompt} new tokens"
+    return {"prefill_s": prefill_s, "generate_s": generate_s, "tokens": seq[:, prompt:].tolist()}
+
+
+def run_cpp(binary, checkpoint, inputs_file, case, threads, new_tokens, warmup, repeat) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    cmd = [str(binary), "--checkpoint", str(checkpoint), "--inputs", str(inputs_file), "--case", case,
+           "--threads", str(threads), "--new-tokens", str(new_tokens), "--warmup", str(warmup),
+           "--repeat", str(repeat)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}")
+    return json.loads(res.stdout)
+
+
+def rates(result: dict, batch: int, prompt: int, new_tokens: int) -> dict:
+    prefill = statistics.median(result["prefill_s"])
+    generate = statistics.median(result["generate_s"])
+    decode = generate - prefill
+    return {"prefill_s": prefill, "generate_s": generate, "decode_s": decode,
+            "prefill_tps": batch * prompt / prefill, "decode_tps": batch * (new_tokens - 1) / decode}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", type=pathlib.Path, default=ROOT / "build" / "bench" / "bench_model")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--configs", default="tiny,small")
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--prompt-tokens", type=int, default=384)
+    ap.add_argument("--grid", default="1,24,32", help="image grid t,h,w in patches (24x32 -> 192 image tokens)")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=pathlib.Path, help="also write all raw timings here")
+    args = ap.parse_args()
+    if not args.binary.is_file():
+        raise SystemExit(f"no binary at {args.binary}; build it with ninja -C <build dir> bench_model")
+    grid = tuple(int(x) for x in args.grid.split(","))
+
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(TINY)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}; "
+          f"threads {args.threads} (torch.set_num_threads / at::set_num_threads); load average {load_average()}")
+
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory(prefix="vlreward_bench_model_") as tmp:
+        tmp = pathlib.Path(tmp)
+        for name in args.configs.split(","):
+            config = CONFIGS[name]()
+            checkpoint = tmp / name
+            models = {"eager": build_model(config, "eager")}
+            models["eager"].save_pretrained(checkpoint, safe_serialization=True)
+            state = models["eager"].state_dict()
+            models["sdpa"] = build_model(config, "sdpa", state)
+            params = sum(p.numel() for p in models["eager"].parameters())
+            tensors = {}
+            cases = {}
+            for batch in (int(b) for b in args.batches.split(",")):
+                inputs = make_inputs(config, tok, batch, args.prompt_tokens, grid, SEED + batch)
+                case = f"b{batch}"
+                cases[case] = (batch, inputs)
+                tensors.update({f"{case}.{k}": v.contiguous() for k, v in inputs.items() if k != "attention_mask"})
+            inputs_file = tmp / f"{name}_inputs.safetensors"
+            save_file(tensors, inputs_file)
+            for case, (batch, inputs) in cases.items():
+                label = f"{name} ({params / 1e6:.2f}M params) batch {batch}"
+                print(f"\n{label}: prompt {args.prompt_tokens} tokens incl. image, {args.new_tokens} new tokens; "
+                      f"load average {load_average()}", flush=True)
+                cpp = run_cpp(args.binary, checkpoint, inputs_file, case, args.threads, args.new_tokens,
+                              args.warmup, args.repeat)
+                results = {"C++": cpp}
+                for attn in ATTN_IMPLS:
+                    results[f"HF {attn}"] = run_hf(models[attn], inputs, args.new_tokens, args.warmup, args.repeat)
+                for side, res in results.items():
+                    if side != "C++" and res["tokens"] != cpp["tokens"]:
+                        raise SystemExit(f"{label}: C++ greedy tokens differ from {side}:\n"
+                                         f"  C++: {cpp['tokens']}\n  {side}: {res['tokens']}")
+                print(f"  greedy tokens: C++ == HF eager == HF sdpa ({batch} x {args.new_tokens})")
+                r = {side: rates(res, batch, args.prompt_tokens, args.new_tokens) for side, res in results.items()}
+                for side, v in r.items():
+                    print(f"  {side:9s} prefill {v['prefill_s'] * 1e3:8.1f} ms  generate {v['generate_s'] * 1e3:8.1f} ms"
+                          f"  decode {v['decode_s'] * 1e3:8.1f} ms   (raw prefill "
+                          f"{[round(t * 1e3, 1) for t in results[side]['prefill_s']]}, generate "
+                          f"{[round(t * 1e3, 1) for t in results[side]['generate_s']]})")
+                rows.append((name, batch, r))
+                raw[f"{name}_{case}"] = {side: {k: v for k, v in res.items() if k != "tokens"}
+                                         for side, res in results.items()}
+
+    print(f"\nthreads {args.threads}; prompt {args.prompt_tokens} tokens (image grid {args.grid}); "
+          f"{args.new_tokens} new tokens; median of {args.repeat} after {args.warmup} warm-up; "
+          f"load average at end {load_average()}\n")
+    head = ("| config | batch | C++ prefill tok/s | HF eager | HF sdpa | C++/eager | C++/sdpa "
+            "| C++ decode tok/s | HF eager | HF sdpa | C++/eager | C++/sdpa |")
+    print(head)
+    print("|" + "---|" * 12)
+    for name, batch, r in rows:
+        c, e, s = r["C++"], r["HF eager"], r["HF sdpa"]
+        print(f"| {name} | {batch} | {c['prefill_tps']:.0f} | {e['prefill_tps']:.0f} | {s['prefill_tps']:.0f} "
+              f"| {c['prefill_tps'] / e['prefill_tps']:.2f}x | {c['prefill_tps'] / s['prefill_tps']:.2f}x "
+              f"| {c['decode_tps']:.0f} | {e['decode_tps']:.0f} | {s['decode_tps']:.0f} "
+              f"| {c['decode_tps'] / e['decode_tps']:.2f}x | {c['decode_tps'] / s['decode_tps']:.2f}x |")
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

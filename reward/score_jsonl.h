@@ -1,0 +1,36 @@
+#pragma once
+// reward-score's work: JSONL requests in, JSONL scores out, crash-safe and resumable.
+//   in:  {"id": ..., "images": [path | base64 | data URI, ...], "question": "...", "response": "...",
+//         "reference": "..." (optional), "system": "..." (optional)}
+//   out: {"id": ..., "score": 1.25}  or  {"id": ..., "error": "..."}   (one line per input line, in order)
+#include <cstdint>
+#include <string>
+
+#include "plugin/reward.h"
+
+namespace vlreward {
+
+struct ScoreJsonlOptions {
+  std::string input_path;
+  std::string output_path;
+  std::string image_root;  // relative image paths resolve here; default: the input file's directory
+  int64_t batch_size = 8;  // requests handed to the backend at once
+  bool resume = false;     // keep an existing output and skip the ids already in it
+  bool overwrite = false;  // replace an existing output
+  bool progress = true;
+};
+
+struct ScoreJsonlSummary {
+  int64_t scored = 0;
+  int64_t failed = 0;
+  int64_t skipped = 0;  // already in the output (resume)
+};
+
+// Throws InputError for problems with the files themselves (unreadable input, existing output without
+// resume/overwrite); per-line problems become error records.
+ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& options);
+
+// One input line → request. Throws InputError("line N", ...) naming the field.
+RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root);
+
+}  // namespace vlreward
