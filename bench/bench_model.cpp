@@ -1,19 +1,25 @@
 // Qwen2.5-VL model benchmark, C++ side. Driven by bench_model.py, which builds the same model in transformers,
-// writes the checkpoint and the inputs, and compares timings and greedy tokens.
+// writes the checkpoint and the inputs, and alternates runs of both sides (so background load hits both alike).
 //
-//   bench_model --checkpoint DIR --inputs FILE --case NAME [--threads N] [--new-tokens N] [--warmup N] [--repeat N]
+//   bench_model --checkpoint DIR --inputs FILE [--threads N] [--new-tokens N]
 //
-// FILE is a safetensors file with NAME.input_ids [B,S] int64, NAME.pixel_values [P, C*T*p*p] float32 and
-// NAME.image_grid_thw [n_images, 3] int64. Prints one JSON object on stdout:
-//   prefill_s: seconds per repeat of forward over the prompt (images included) filling the KV cache, plus the
-//              last position's logits (what generation needs);
-//   generate_s: seconds per repeat of generate() (prefill + new_tokens - 1 cached decode steps, greedy);
-//   tokens: the greedy tokens of the last generate() run, one list per row.
+// FILE is a safetensors file with <case>.input_ids [B,S] int64, <case>.pixel_values [P, C*T*p*p] float32 and
+// <case>.image_grid_thw [n_images, 3] int64 for each case. After loading, the binary prints {"ready": ...} and
+// then serves one command per stdin line, answering each with one JSON line on stdout:
+//   prefill <case>   forward over the prompt (images included) filling a fresh KV cache, then the last
+//                    position's logits (what generation needs)            -> {"s": seconds}
+//   decode <case>    untimed prefill, then new_tokens - 1 timed cached decode steps, greedy (argmax)
+//                                                                         -> {"s": seconds, "tokens": [[...]]}
+//   generate <case>  generate(): prefill + new_tokens - 1 decode steps with the greedy sampler, no stop ids
+//                                                                         -> {"s": seconds, "tokens": [[...]]}
+//   quit
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,16 +37,15 @@ using namespace vlreward::qwen;
 namespace {
 
 struct Args {
-  std::string checkpoint, inputs, case_name;
+  std::string checkpoint, inputs;
   int threads = 1;
   int64_t new_tokens = 64;
-  int warmup = 1, repeat = 3;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "bench_model: " << problem << "\n"
-            << "usage: bench_model --checkpoint DIR --inputs FILE --case NAME [--threads N] [--new-tokens N]"
-               " [--warmup N] [--repeat N]\n";
+            << "usage: bench_model --checkpoint DIR --inputs FILE [--threads N] [--new-tokens N]\n"
+               "then commands on stdin: prefill|decode|generate <case>, quit\n";
   std::exit(2);
 }
 
@@ -52,47 +57,91 @@ Args parse_args(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "--checkpoint") a.checkpoint = value;
     else if (flag == "--inputs") a.inputs = value;
-    else if (flag == "--case") a.case_name = value;
     else if (flag == "--threads") a.threads = std::stoi(value);
     else if (flag == "--new-tokens") a.new_tokens = std::stoll(value);
-    else if (flag == "--warmup") a.warmup = std::stoi(value);
-    else if (flag == "--repeat") a.repeat = std::stoi(value);
     else usage("unknown flag " + flag);
   }
-  if (a.checkpoint.empty() || a.inputs.empty() || a.case_name.empty())
-    usage("--checkpoint, --inputs and --case are required");
-  if (a.threads < 1 || a.new_tokens < 1 || a.warmup < 0 || a.repeat < 1) usage("counts must be positive");
+  if (a.checkpoint.empty() || a.inputs.empty()) usage("--checkpoint and --inputs are required");
+  if (a.threads < 1 || a.new_tokens < 1) usage("--threads and --new-tokens must be positive");
   return a;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-ModelInput read_inputs(const std::string& path, const std::string& name) {
+// Every case in the inputs file, keyed by the prefix before ".input_ids".
+std::map<std::string, ModelInput> read_inputs(const std::string& path) {
   auto file = SafetensorsFile::open(path);
-  auto get = [&](const std::string& key) { return to_tensor(file.get(name + "." + key)).clone(); };
-  ModelInput in;
-  in.input_ids = get("input_ids");
-  in.attention_mask = torch::ones_like(in.input_ids);
-  in.pixel_values = get("pixel_values");
-  auto grid = get("image_grid_thw").to(torch::kInt64).contiguous();
-  for (int64_t i = 0; i < grid.size(0); ++i) {
-    const int64_t* row = grid.data_ptr<int64_t>() + 3 * i;
-    in.image_grids.push_back({row[0], row[1], row[2]});
+  std::map<std::string, ModelInput> cases;
+  const std::string suffix = ".input_ids";
+  for (const auto& name : file.names()) {
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string key = name.substr(0, name.size() - suffix.size());
+    auto get = [&](const std::string& what) { return to_tensor(file.get(key + "." + what)).clone(); };
+    ModelInput in;
+    in.input_ids = get("input_ids");
+    in.attention_mask = torch::ones_like(in.input_ids);
+    in.pixel_values = get("pixel_values");
+    auto grid = get("image_grid_thw").to(torch::kInt64).contiguous();
+    for (int64_t i = 0; i < grid.size(0); ++i) {
+      const int64_t* row = grid.data_ptr<int64_t>() + 3 * i;
+      in.image_grids.push_back({row[0], row[1], row[2]});
+    }
+    cases.emplace(key, std::move(in));
   }
-  return in;
+  return cases;
 }
 
 // What generation's first step does: fill the cache over the whole prompt, logits at the last position only.
-torch::Tensor prefill(Qwen2_5_VLModel& model, const ModelInput& in, int64_t capacity) {
-  torch::InferenceMode inference;
-  KVCache cache = model->model->make_cache(in.input_ids.size(0), capacity);
+torch::Tensor prefill(Qwen2_5_VLModel& model, const ModelInput& in, KVCache& cache) {
   ForwardOptions options;
   options.logits = false;
   auto out = model->forward(in, options, &cache);
   const int64_t S = in.input_ids.size(1);
   return model->lm_logits(out.last_hidden_state.narrow(1, S - 1, 1));
+}
+
+std::vector<std::vector<int64_t>> rows_of(const std::vector<torch::Tensor>& steps) {
+  auto all = torch::cat(steps, 1).contiguous();  // [B, steps]
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t b = 0; b < all.size(0); ++b)
+    rows.emplace_back(all[b].data_ptr<int64_t>(), all[b].data_ptr<int64_t>() + all.size(1));
+  return rows;
+}
+
+nlohmann::json run(Qwen2_5_VLModel& model, const std::string& what, const ModelInput& in, int64_t new_tokens,
+                   int64_t pad_id) {
+  torch::InferenceMode inference;
+  const int64_t B = in.input_ids.size(0), S = in.input_ids.size(1);
+  nlohmann::json out;
+  if (what == "prefill") {
+    const auto start = Clock::now();
+    KVCache cache = model->model->make_cache(B, S + new_tokens);
+    prefill(model, in, cache);
+    out["s"] = seconds_since(start);
+  } else if (what == "decode") {
+    KVCache cache = model->model->make_cache(B, S + new_tokens);
+    std::vector<torch::Tensor> tokens{prefill(model, in, cache).argmax(-1)};  // [B, 1]
+    const auto start = Clock::now();
+    for (int64_t step = 1; step < new_tokens; ++step) tokens.push_back(model->decode(tokens.back(), cache).argmax(-1));
+    out["s"] = seconds_since(start);
+    out["tokens"] = rows_of(tokens);
+  } else if (what == "generate") {
+    SamplingParams greedy;
+    greedy.max_new_tokens = new_tokens;
+    const auto start = Clock::now();
+    auto results = generate(model, in, {greedy}, /*stop_ids=*/{}, pad_id);
+    out["s"] = seconds_since(start);
+    out["tokens"] = nlohmann::json::array();
+    for (const auto& r : results) out["tokens"].push_back(r.tokens);
+  } else {
+    out["error"] = "unknown command " + what;
+  }
+  return out;
 }
 
 }  // namespace
@@ -105,39 +154,27 @@ int main(int argc, char** argv) {
     Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
     load_checkpoint(*model, args.checkpoint, config.text.tie_word_embeddings);
     model->eval();
-    const ModelInput in = read_inputs(args.inputs, args.case_name);
-    const int64_t S = in.input_ids.size(1);
-
-    SamplingParams greedy;
-    greedy.max_new_tokens = args.new_tokens;
+    const auto cases = read_inputs(args.inputs);
     const int64_t pad = config.text.pad_token_id.value_or(0);
-    std::vector<GenerationResult> results;
+    nlohmann::json ready;
+    ready["ready"] = true;
+    ready["threads"] = at::get_num_threads();
+    ready["cases"] = nlohmann::json::array();
+    for (const auto& c : cases) ready["cases"].push_back(c.first);
+    std::cout << ready.dump() << std::endl;
 
-    for (int i = 0; i < args.warmup; ++i) {
-      prefill(model, in, S + args.new_tokens);
-      results = generate(model, in, {greedy}, /*stop_ids=*/{}, pad);
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      std::istringstream words(line);
+      std::string what, name;
+      words >> what >> name;
+      if (what == "quit") break;
+      nlohmann::json out;
+      auto it = cases.find(name);
+      if (it == cases.end()) out["error"] = "no case '" + name + "' in " + args.inputs;
+      else out = run(model, what, it->second, args.new_tokens, pad);
+      std::cout << out.dump() << std::endl;
     }
-    std::vector<double> prefill_s, generate_s;
-    for (int i = 0; i < args.repeat; ++i) {
-      auto start = std::chrono::steady_clock::now();
-      prefill(model, in, S + args.new_tokens);
-      prefill_s.push_back(seconds_since(start));
-    }
-    for (int i = 0; i < args.repeat; ++i) {
-      auto start = std::chrono::steady_clock::now();
-      results = generate(model, in, {greedy}, /*stop_ids=*/{}, pad);
-      generate_s.push_back(seconds_since(start));
-    }
-
-    nlohmann::json out;
-    out["threads"] = at::get_num_threads();
-    out["batch"] = in.input_ids.size(0);
-    out["prompt_tokens"] = S;
-    out["prefill_s"] = prefill_s;
-    out["generate_s"] = generate_s;
-    out["tokens"] = nlohmann::json::array();
-    for (const auto& r : results) out["tokens"].push_back(r.tokens);
-    std::cout << out.dump() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "bench_model: " << e.what() << "\n";
     return 1;

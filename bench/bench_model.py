@@ -7,18 +7,24 @@ For each config (tiny = tests/fixtures/model/tiny/config.json; small = hidden 51
 the script builds Qwen2_5_VLForConditionalGeneration in fp32 with seeded random weights, saves it with
 save_pretrained into a temp dir (nothing is committed) and writes the inputs there: one image (random pixel
 values, grid --grid) + a chat-formatted text prompt of --prompt-tokens tokens in all, for batch 1 and batch 4
-(4 different prompts of the same length, no padding). Then, on the same machine in the same run:
+(4 different prompts of the same length, no padding). The C++ binary loads the same checkpoint and inputs and
+serves commands on stdin, so the two sides can alternate run by run (background load on the shared machine then
+hits both alike; the side order rotates every round). Three measurements:
 
   * prefill: forward over the prompt with the images, filling the KV cache, logits at the last position only
     (transformers: model(..., use_cache=True, logits_to_keep=1); C++: forward(logits=false) + lm_logits(last)).
-  * generate: greedy generation of exactly --new-tokens tokens (no stop token: eos_token_id=None in transformers'
-    generation config, no stop ids in C++), i.e. 1 prefill + (new_tokens - 1) cached decode steps.
-    decode time = median(generate) - median(prefill); decode tokens/s = batch * (new_tokens - 1) / decode time.
+    prefill tokens/s = batch * prompt_tokens / time.
+  * decode: after an untimed prefill, the timed loop of new_tokens - 1 greedy cached decode steps
+    (transformers: model(next_ids, attention_mask, past_key_values=DynamicCache, cache_position) + argmax, the
+    same per-step call generate() makes minus its logits-processor/stopping bookkeeping; C++: decode() + argmax).
+    decode tokens/s = batch * (new_tokens - 1) / time.
+  * generate: end to end, exactly --new-tokens greedy tokens with no stop token (transformers: model.generate with
+    eos_token_id=None; C++: generate() with no stop ids). tokens/s = batch * new_tokens / time.
 
-Every number is the median of --repeat timed runs after --warmup untimed ones. transformers runs under
+Each number is the median of --repeat timed rounds after --warmup untimed ones. transformers runs under
 torch.inference_mode() with torch.set_num_threads(N), once with attn_implementation="eager" and once with "sdpa";
 the C++ binary gets at::set_num_threads(N) (and OMP/OPENBLAS_NUM_THREADS=N, since Debian's LibTorch calls
-OpenBLAS). The C++ greedy tokens must equal transformers' (eager and sdpa) token for token.
+OpenBLAS). The greedy tokens of every side and measurement must be equal, token for token.
 """
 import argparse
 import json
@@ -123,53 +129,78 @@ def make_inputs(config, tok, batch: int, prompt_tokens: int, grid, seed: int) ->
             "image_grid_thw": torch.tensor([list(grid)] * batch, dtype=torch.int64)}
 
 
-def timed(fn, warmup: int, repeat: int):
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return times, result
+class HFSide:
+    """transformers on one model (one attention implementation)."""
+
+    def __init__(self, model, new_tokens: int):
+        self.model, self.new_tokens = model, new_tokens
+        self.cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, eos_token_id=None,
+                                    pad_token_id=model.config.text_config.pad_token_id, bos_token_id=None,
+                                    temperature=None, top_p=None, top_k=None)
+
+    @torch.inference_mode()
+    def __call__(self, what: str, inputs: dict) -> dict:
+        model, prompt = self.model, inputs["input_ids"].shape[1]
+        if what == "prefill":
+            start = time.perf_counter()
+            model(**inputs, use_cache=True, logits_to_keep=1)
+            return {"s": time.perf_counter() - start}
+        if what == "decode":
+            out = model(**inputs, use_cache=True, logits_to_keep=1)
+            cache, mask = out.past_key_values, inputs["attention_mask"]
+            tokens = [out.logits[:, -1].argmax(-1, keepdim=True)]
+            start = time.perf_counter()
+            for step in range(1, self.new_tokens):
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                out = model(input_ids=tokens[-1], attention_mask=mask, past_key_values=cache, use_cache=True,
+                            cache_position=torch.tensor([prompt + step - 1]), logits_to_keep=1)
+                tokens.append(out.logits[:, -1].argmax(-1, keepdim=True))
+            return {"s": time.perf_counter() - start, "tokens": torch.cat(tokens, dim=1).tolist()}
+        if what == "generate":
+            start = time.perf_counter()
+            seq = model.generate(**inputs, generation_config=self.cfg)
+            s = time.perf_counter() - start
+            assert seq.shape[1] == prompt + self.new_tokens, f"generate stopped after {seq.shape[1] - prompt} tokens"
+            return {"s": s, "tokens": seq[:, prompt:].tolist()}
+        raise ValueError(what)
 
 
-def run_hf(model, inputs: dict, new_tokens: int, warmup: int, repeat: int) -> dict:
-    prompt = inputs["input_ids"].shape[1]
-    cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, eos_token_id=None,
-                           pad_token_id=model.config.text_config.pad_token_id, bos_token_id=None, temperature=None,
-                           top_p=None, top_k=None)
+class CppSide:
+    """The bench_model binary, loaded once per config, answering one command per line."""
 
-    def prefill():
-        return model(**inputs, use_cache=True, logits_to_keep=1).logits
+    def __init__(self, binary, checkpoint, inputs_file, threads: int, new_tokens: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        cmd = [str(binary), "--checkpoint", str(checkpoint), "--inputs", str(inputs_file), "--threads", str(threads),
+               "--new-tokens", str(new_tokens)]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()
 
-    def generate():
-        return model.generate(**inputs, generation_config=cfg)
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench_model exited ({self.proc.wait()})")
+        out = json.loads(line)
+        if "error" in out:
+            raise SystemExit(f"bench_model: {out['error']}")
+        return out
 
-    with torch.inference_mode():
-        prefill_s, _ = timed(prefill, warmup, repeat)
-        generate_s, seq = timed(generate, warmup, repeat)
-    assert seq.shape[1] == prompt + new_tokens, f"generate stopped early: {seq.shape[1] - prompt} new tokens"
-    return {"prefill_s": prefill_s, "generate_s": generate_s, "tokens": seq[:, prompt:].tolist()}
+    def __call__(self, what: str, case: str) -> dict:
+        self.proc.stdin.write(f"{what} {case}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
-def run_cpp(binary, checkpoint, inputs_file, case, threads, new_tokens, warmup, repeat) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    cmd = [str(binary), "--checkpoint", str(checkpoint), "--inputs", str(inputs_file), "--case", case,
-           "--threads", str(threads), "--new-tokens", str(new_tokens), "--warmup", str(warmup),
-           "--repeat", str(repeat)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}")
-    return json.loads(res.stdout)
+MEASURES = ("prefill", "decode", "generate")
 
 
-def rates(result: dict, batch: int, prompt: int, new_tokens: int) -> dict:
-    prefill = statistics.median(result["prefill_s"])
-    generate = statistics.median(result["generate_s"])
-    decode = generate - prefill
-    return {"prefill_s": prefill, "generate_s": generate, "decode_s": decode,
-            "prefill_tps": batch * prompt / prefill, "decode_tps": batch * (new_tokens - 1) / decode}
+def tokens_per_s(what: str, times, batch: int, prompt: int, new_tokens: int) -> float:
+    count = {"prefill": prompt, "decode": new_tokens - 1, "generate": new_tokens}[what]
+    return batch * count / statistics.median(times)
 
 
 def load_average() -> str:
@@ -223,43 +254,52 @@ def main() -> None:
                 tensors.update({f"{case}.{k}": v.contiguous() for k, v in inputs.items() if k != "attention_mask"})
             inputs_file = tmp / f"{name}_inputs.safetensors"
             save_file(tensors, inputs_file)
+            cpp = CppSide(args.binary, checkpoint, inputs_file, args.threads, args.new_tokens)
+            sides = {"C++": lambda what, case, inputs: cpp(what, case)}
+            for attn in ATTN_IMPLS:
+                sides[f"HF {attn}"] = lambda what, case, inputs, hf=HFSide(models[attn], args.new_tokens): \
+                    hf(what, inputs)
+            order = list(sides)
             for case, (batch, inputs) in cases.items():
                 label = f"{name} ({params / 1e6:.2f}M params) batch {batch}"
                 print(f"\n{label}: prompt {args.prompt_tokens} tokens incl. image, {args.new_tokens} new tokens; "
                       f"load average {load_average()}", flush=True)
-                cpp = run_cpp(args.binary, checkpoint, inputs_file, case, args.threads, args.new_tokens,
-                              args.warmup, args.repeat)
-                results = {"C++": cpp}
-                for attn in ATTN_IMPLS:
-                    results[f"HF {attn}"] = run_hf(models[attn], inputs, args.new_tokens, args.warmup, args.repeat)
-                for side, res in results.items():
-                    if side != "C++" and res["tokens"] != cpp["tokens"]:
-                        raise SystemExit(f"{label}: C++ greedy tokens differ from {side}:\n"
-                                         f"  C++: {cpp['tokens']}\n  {side}: {res['tokens']}")
-                print(f"  greedy tokens: C++ == HF eager == HF sdpa ({batch} x {args.new_tokens})")
-                r = {side: rates(res, batch, args.prompt_tokens, args.new_tokens) for side, res in results.items()}
-                for side, v in r.items():
-                    print(f"  {side:9s} prefill {v['prefill_s'] * 1e3:8.1f} ms  generate {v['generate_s'] * 1e3:8.1f} ms"
-                          f"  decode {v['decode_s'] * 1e3:8.1f} ms   (raw prefill "
-                          f"{[round(t * 1e3, 1) for t in results[side]['prefill_s']]}, generate "
-                          f"{[round(t * 1e3, 1) for t in results[side]['generate_s']]})")
-                rows.append((name, batch, r))
-                raw[f"{name}_{case}"] = {side: {k: v for k, v in res.items() if k != "tokens"}
-                                         for side, res in results.items()}
+                times = {side: {what: [] for what in MEASURES} for side in sides}
+                for rnd in range(args.warmup + args.repeat):
+                    for what in MEASURES:
+                        for side in order[rnd % len(order):] + order[:rnd % len(order)]:
+                            res = sides[side](what, case, inputs)
+                            if rnd >= args.warmup:
+                                times[side][what].append(res["s"])
+                            if "tokens" in res:
+                                times[side].setdefault("tokens", {})[what] = res["tokens"]
+                reference = times["C++"]["tokens"]["generate"]
+                for side in sides:
+                    for what, got in times[side].pop("tokens").items():
+                        if got != reference:
+                            raise SystemExit(f"{label}: {side} {what} greedy tokens differ from C++ generate():\n"
+                                             f"  C++ generate: {reference}\n  {side} {what}: {got}")
+                print(f"  greedy tokens equal: C++ decode/generate == HF eager/sdpa decode/generate "
+                      f"({batch} x {args.new_tokens})")
+                for side in sides:
+                    print(f"  {side:9s} " + "  ".join(
+                        f"{what} {statistics.median(times[side][what]) * 1e3:8.1f} ms "
+                        f"{[round(t * 1e3, 1) for t in times[side][what]]}" for what in MEASURES))
+                tps = {side: {what: tokens_per_s(what, times[side][what], batch, args.prompt_tokens, args.new_tokens)
+                              for what in MEASURES} for side in sides}
+                rows.append((name, batch, tps))
+                raw[f"{name}_b{batch}"] = times
+            cpp.close()
 
     print(f"\nthreads {args.threads}; prompt {args.prompt_tokens} tokens (image grid {args.grid}); "
           f"{args.new_tokens} new tokens; median of {args.repeat} after {args.warmup} warm-up; "
           f"load average at end {load_average()}\n")
-    head = ("| config | batch | C++ prefill tok/s | HF eager | HF sdpa | C++/eager | C++/sdpa "
-            "| C++ decode tok/s | HF eager | HF sdpa | C++/eager | C++/sdpa |")
-    print(head)
-    print("|" + "---|" * 12)
-    for name, batch, r in rows:
-        c, e, s = r["C++"], r["HF eager"], r["HF sdpa"]
-        print(f"| {name} | {batch} | {c['prefill_tps']:.0f} | {e['prefill_tps']:.0f} | {s['prefill_tps']:.0f} "
-              f"| {c['prefill_tps'] / e['prefill_tps']:.2f}x | {c['prefill_tps'] / s['prefill_tps']:.2f}x "
-              f"| {c['decode_tps']:.0f} | {e['decode_tps']:.0f} | {s['decode_tps']:.0f} "
-              f"| {c['decode_tps'] / e['decode_tps']:.2f}x | {c['decode_tps'] / s['decode_tps']:.2f}x |")
+    print("| config | batch | measure | C++ tok/s | HF eager tok/s | HF sdpa tok/s | C++/eager | C++/sdpa |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, batch, tps in rows:
+        for what in MEASURES:
+            c, e, s = tps["C++"][what], tps["HF eager"][what], tps["HF sdpa"][what]
+            print(f"| {name} | {batch} | {what} | {c:.0f} | {e:.0f} | {s:.0f} | {c / e:.2f}x | {c / s:.2f}x |")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
 
