@@ -7,14 +7,16 @@
 // <case>.image_grid_thw [n_images, 3] int64 for each case. After loading, the binary prints {"ready": ...} and
 // then serves one command per stdin line, answering each with one JSON line on stdout:
 //   prefill <case>   forward over the prompt (images included) filling a fresh KV cache, then the last
-//                    position's logits (what generation needs)            -> {"s": seconds}
+//                    position's logits (what generation needs)            -> {"s": seconds, "cpu_s": ...}
 //   decode <case>    untimed prefill, then new_tokens - 1 timed cached decode steps, greedy (argmax)
 //                                                                         -> {"s": seconds, "tokens": [[...]]}
 //   generate <case>  generate(): prefill + new_tokens - 1 decode steps with the greedy sampler, no stop ids
 //                                                                         -> {"s": seconds, "tokens": [[...]]}
 //   quit
+// "s" is wall-clock time, "cpu_s" the process CPU time over the same span.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -72,6 +74,13 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// CPU time of the whole process (all threads): robust to other work on a shared machine.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 // Every case in the inputs file, keyed by the prefix before ".input_ids".
 std::map<std::string, ModelInput> read_inputs(const std::string& path) {
   auto file = SafetensorsFile::open(path);
@@ -120,22 +129,28 @@ nlohmann::json run(Qwen2_5_VLModel& model, const std::string& what, const ModelI
   nlohmann::json out;
   if (what == "prefill") {
     const auto start = Clock::now();
+    const double cpu_start = cpu_seconds();
     KVCache cache = model->model->make_cache(B, S + new_tokens);
     prefill(model, in, cache);
     out["s"] = seconds_since(start);
+    out["cpu_s"] = cpu_seconds() - cpu_start;
   } else if (what == "decode") {
     KVCache cache = model->model->make_cache(B, S + new_tokens);
     std::vector<torch::Tensor> tokens{prefill(model, in, cache).argmax(-1)};  // [B, 1]
     const auto start = Clock::now();
+    const double cpu_start = cpu_seconds();
     for (int64_t step = 1; step < new_tokens; ++step) tokens.push_back(model->decode(tokens.back(), cache).argmax(-1));
     out["s"] = seconds_since(start);
+    out["cpu_s"] = cpu_seconds() - cpu_start;
     out["tokens"] = rows_of(tokens);
   } else if (what == "generate") {
     SamplingParams greedy;
     greedy.max_new_tokens = new_tokens;
     const auto start = Clock::now();
+    const double cpu_start = cpu_seconds();
     auto results = generate(model, in, {greedy}, /*stop_ids=*/{}, pad_id);
     out["s"] = seconds_since(start);
+    out["cpu_s"] = cpu_seconds() - cpu_start;
     out["tokens"] = nlohmann::json::array();
     for (const auto& r : results) out["tokens"].push_back(r.tokens);
   } else {

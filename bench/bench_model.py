@@ -27,6 +27,7 @@ the C++ binary gets at::set_num_threads(N) (and OMP/OPENBLAS_NUM_THREADS=N, sinc
 OpenBLAS). The greedy tokens of every side and measurement must be equal, token for token.
 """
 import argparse
+import copy
 import json
 import os
 import pathlib
@@ -71,12 +72,16 @@ CONFIGS = {"tiny": tiny_config, "small": small_config}
 
 
 def build_model(config: Qwen2_5_VLConfig, attn: str, state=None):
+    # Each model gets its own config copy: _from_config records the attention implementation in the config
+    # object, and the modules read it at every forward, so a shared config would switch the other model too.
+    config = copy.deepcopy(config)
     model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation=attn,
                                                             torch_dtype=torch.float32)
     if state is None:
         randomize(model)
     else:
         model.load_state_dict(state)
+    assert model.config._attn_implementation == attn
     # No stop token: generate() must produce exactly max_new_tokens (and not pick eos up from the model defaults).
     model.generation_config.eos_token_id = None
     return model.eval()
@@ -142,26 +147,27 @@ class HFSide:
     def __call__(self, what: str, inputs: dict) -> dict:
         model, prompt = self.model, inputs["input_ids"].shape[1]
         if what == "prefill":
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model(**inputs, use_cache=True, logits_to_keep=1)
-            return {"s": time.perf_counter() - start}
+            return {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
         if what == "decode":
             out = model(**inputs, use_cache=True, logits_to_keep=1)
             cache, mask = out.past_key_values, inputs["attention_mask"]
             tokens = [out.logits[:, -1].argmax(-1, keepdim=True)]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for step in range(1, self.new_tokens):
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
                 out = model(input_ids=tokens[-1], attention_mask=mask, past_key_values=cache, use_cache=True,
                             cache_position=torch.tensor([prompt + step - 1]), logits_to_keep=1)
                 tokens.append(out.logits[:, -1].argmax(-1, keepdim=True))
-            return {"s": time.perf_counter() - start, "tokens": torch.cat(tokens, dim=1).tolist()}
+            return {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+                    "tokens": torch.cat(tokens, dim=1).tolist()}
         if what == "generate":
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             seq = model.generate(**inputs, generation_config=self.cfg)
-            s = time.perf_counter() - start
+            s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
             assert seq.shape[1] == prompt + self.new_tokens, f"generate stopped after {seq.shape[1] - prompt} tokens"
-            return {"s": s, "tokens": seq[:, prompt:].tolist()}
+            return {"s": s, "cpu_s": cpu_s, "tokens": seq[:, prompt:].tolist()}
         raise ValueError(what)
 
 
@@ -265,12 +271,14 @@ def main() -> None:
                 print(f"\n{label}: prompt {args.prompt_tokens} tokens incl. image, {args.new_tokens} new tokens; "
                       f"load average {load_average()}", flush=True)
                 times = {side: {what: [] for what in MEASURES} for side in sides}
+                cpu_times = {side: {what: [] for what in MEASURES} for side in sides}
                 for rnd in range(args.warmup + args.repeat):
                     for what in MEASURES:
                         for side in order[rnd % len(order):] + order[:rnd % len(order)]:
                             res = sides[side](what, case, inputs)
                             if rnd >= args.warmup:
                                 times[side][what].append(res["s"])
+                                cpu_times[side][what].append(res["cpu_s"])
                             if "tokens" in res:
                                 times[side].setdefault("tokens", {})[what] = res["tokens"]
                 reference = times["C++"]["tokens"]["generate"]
@@ -285,10 +293,13 @@ def main() -> None:
                     print(f"  {side:9s} " + "  ".join(
                         f"{what} {statistics.median(times[side][what]) * 1e3:8.1f} ms "
                         f"{[round(t * 1e3, 1) for t in times[side][what]]}" for what in MEASURES))
+                    print(f"  {'(cpu)':9s} " + "  ".join(
+                        f"{what} {statistics.median(cpu_times[side][what]) * 1e3:8.1f} ms "
+                        f"{[round(t * 1e3, 1) for t in cpu_times[side][what]]}" for what in MEASURES))
                 tps = {side: {what: tokens_per_s(what, times[side][what], batch, args.prompt_tokens, args.new_tokens)
                               for what in MEASURES} for side in sides}
                 rows.append((name, batch, tps))
-                raw[f"{name}_b{batch}"] = times
+                raw[f"{name}_b{batch}"] = {"wall_s": times, "cpu_s": cpu_times}
             cpp.close()
 
     print(f"\nthreads {args.threads}; prompt {args.prompt_tokens} tokens (image grid {args.grid}); "

@@ -2,6 +2,7 @@
 
 #include "reward/composite_backend.h"
 #include "reward/rule_backends.h"
+#include "reward/skywork_vl_backend.h"
 
 namespace vlreward {
 
@@ -16,9 +17,9 @@ void register_reward_backends(RewardRegistry& registry) {
     return make_format_backend(config, where);
   });
   registry.add("composite", make_composite_backend);
-
-  // ---- "skywork_vl" (the Skywork-VL Reward model, reward/skywork_vl_backend.h) is registered here by the lead.
-  // ---- Not implemented in this file yet.
+  registry.add("skywork_vl", [](const nlohmann::json& config, const std::string& where, const RewardRegistry&) {
+    return make_skywork_vl_backend(SkyworkVLOptions::from_config(config, where));
+  });
 }
 
 }  // namespace vlreward

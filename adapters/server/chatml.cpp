@@ -68,17 +68,13 @@ std::optional<std::vector<Block>> split_chatml(std::string_view text) {
   return blocks;
 }
 
-// Splits a turn's text at image placeholders; images are filled in later.
-struct TurnPieces {
-  std::vector<RewardContent> parts;  // image parts are placeholders until filled
-};
-
 size_t count_placeholders(std::string_view text) {
   size_t n = 0;
   for (size_t pos = text.find(kVisionStart); pos != std::string_view::npos; pos = text.find(kVisionStart, pos + 1)) ++n;
   return n;
 }
 
+// Splits a turn's text at image placeholders; the image parts are filled in by the caller.
 std::vector<RewardContent> split_turn(std::string_view text, const std::string& where) {
   std::vector<RewardContent> parts;
   std::string pending;

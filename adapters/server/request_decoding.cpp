@@ -1,0 +1,465 @@
+#include "adapters/server/request_decoding.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "adapters/common/base64.h"
+#include "adapters/common/error.h"
+#include "adapters/image/image_decode.h"
+#include "adapters/server/chatml.h"
+#include "adapters/server/serve_error.h"
+#include "reward_service.pb.h"
+
+namespace vlreward {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int kMaxJsonDepth = 64;
+constexpr int64_t kTokensPerTurnOverhead = 16;
+constexpr int64_t kMinImageTokens = 4;
+constexpr int64_t kMaxImageTokens = 16384;
+constexpr int64_t kMergedPatchPixels = 28;
+
+[[noreturn]] void bad(const std::string& message) { throw ServeError(ServeErrorKind::kBadRequest, message); }
+[[noreturn]] void too_large(const std::string& message) { throw ServeError(ServeErrorKind::kTooLarge, message); }
+
+std::string shorten(const std::string& text) { return text.size() > 60 ? text.substr(0, 60) + "..." : text; }
+
+// Depth of bracket nesting outside strings; stops early once over the limit.
+bool nesting_within(const std::string& text, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+const nlohmann::json* find_key(const nlohmann::json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string get_string(const nlohmann::json& obj, const char* key, const std::string& where, bool required) {
+  const auto* v = find_key(obj, key);
+  if (v == nullptr) {
+    if (required) bad(fmt::format("{}: missing \"{}\"", where, key));
+    return {};
+  }
+  if (!v->is_string()) bad(fmt::format("{}.{}: must be a string (got {})", where, key, v->type_name()));
+  return v->get<std::string>();
+}
+
+std::vector<std::string> string_list(const nlohmann::json& value, const std::string& where) {
+  if (value.is_string()) return {value.get<std::string>()};
+  if (!value.is_array()) bad(fmt::format("{}: must be a list of strings (got {})", where, value.type_name()));
+  std::vector<std::string> out;
+  out.reserve(value.size());
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (!value[i].is_string()) bad(fmt::format("{}[{}]: must be a string (got {})", where, i, value[i].type_name()));
+    out.push_back(value[i].get<std::string>());
+  }
+  return out;
+}
+
+bool looks_like_image_bytes(const std::string& bytes) {
+  auto has = [&](std::string_view magic) { return bytes.compare(0, magic.size(), magic.data(), magic.size()) == 0; };
+  return has("\xFF\xD8\xFF") || has("\x89PNG") || has("GIF8") || has("RIFF") || has("BM") ||
+         has(std::string_view("II*\0", 4)) || has(std::string_view("MM\0*", 4));
+}
+
+int64_t image_tokens(int64_t width, int64_t height) {
+  const int64_t w = (width + kMergedPatchPixels - 1) / kMergedPatchPixels;
+  const int64_t h = (height + kMergedPatchPixels - 1) / kMergedPatchPixels;
+  // width and height are capped by the pixel limit before this, so the product cannot overflow.
+  return std::clamp(w * h, kMinImageTokens, kMaxImageTokens);
+}
+
+bool path_within(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p)
+    if (p == path.end() || *p != *r) return false;
+  return true;
+}
+
+}  // namespace
+
+RequestDecoder::RequestDecoder(const ServerConfig& config) : limits_(config.limits) {
+  if (!config.image_root.empty()) {
+    std::error_code ec;
+    const fs::path root = fs::canonical(config.image_root, ec);
+    if (ec || !fs::is_directory(root, ec))
+      throw InputError(config.image_root, "image_root is not an existing directory");
+    image_root_ = root.string();
+  }
+}
+
+nlohmann::json RequestDecoder::parse_json_body(const std::string& body) const {
+  if (!nesting_within(body, kMaxJsonDepth))
+    bad(fmt::format("body: JSON nested deeper than {} levels", kMaxJsonDepth));
+  try {
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    bad(fmt::format("body: invalid JSON: {}", e.what()));
+  }
+}
+
+RewardImage RequestDecoder::image_from_path(const std::string& text, const std::string& where) const {
+  if (image_root_.empty()) bad(fmt::format("{}: path images are disabled (the server has no image_root)", where));
+  const fs::path given(text);
+  if (text.empty() || given.is_absolute()) bad(fmt::format("{}: image paths must be relative to the image root", where));
+  for (const auto& part : given)
+    if (part == "..") bad(fmt::format("{}: \"..\" is not allowed in image paths ({})", where, shorten(text)));
+  std::error_code ec;
+  const fs::path resolved = fs::canonical(fs::path(image_root_) / given, ec);
+  if (ec) bad(fmt::format("{}: no such image under the image root: {}", where, shorten(text)));
+  // canonical() followed every symlink: what remains must still be inside the root.
+  if (!path_within(resolved, fs::path(image_root_)))
+    bad(fmt::format("{}: {} resolves outside the image root (symlink)", where, shorten(text)));
+  if (!fs::is_regular_file(resolved, ec)) bad(fmt::format("{}: {} is not a regular file", where, shorten(text)));
+  const auto size = fs::file_size(resolved, ec);
+  if (ec) bad(fmt::format("{}: cannot stat {}", where, shorten(text)));
+  if (size > limits_.max_image_bytes)
+    too_large(fmt::format("{}: image file of {} bytes exceeds the limit of {} bytes", where, size, limits_.max_image_bytes));
+  std::ifstream in(resolved, std::ios::binary);
+  std::string bytes(size, '\0');
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(size)))
+    bad(fmt::format("{}: cannot read {}", where, shorten(text)));
+  return RewardImage::from_bytes(std::move(bytes));
+}
+
+RewardImage RequestDecoder::image_from_string(const std::string& text, const std::string& where) const {
+  if (text.empty()) bad(where + ": empty image string");
+  for (const char* scheme : {"http://", "https://", "ftp://", "file://", "s3://", "gs://"})
+    if (text.rfind(scheme, 0) == 0)
+      bad(fmt::format("{}: image URLs are not fetched; send base64, a data URI, or a path under the image root", where));
+  // Base64 is 4/3 the size of the bytes it holds: refuse oversized strings before decoding them.
+  if (text.size() / 4 * 3 > limits_.max_image_bytes + 3)
+    too_large(fmt::format("{}: image of about {} bytes exceeds the limit of {} bytes", where, text.size() / 4 * 3,
+                          limits_.max_image_bytes));
+  if (text.rfind("data:", 0) == 0) {
+    auto uri = parse_data_uri(text);
+    if (!uri) bad(fmt::format("{}: malformed data URI (expected data:<mime>;base64,<valid base64>)", where));
+    return RewardImage::from_bytes(std::move(uri->bytes), uri->mime_type);
+  }
+  auto bytes = base64_decode(text);
+  if (bytes && looks_like_image_bytes(*bytes)) return RewardImage::from_bytes(std::move(*bytes));
+  if (!image_root_.empty() && text.size() < 4096) return image_from_path(text, where);
+  if (!bytes) bad(fmt::format("{}: invalid base64 (and not a data URI; path images need an image_root)", where));
+  return RewardImage::from_bytes(std::move(*bytes));  // probed (and refused) by check_sample
+}
+
+int64_t RequestDecoder::check_sample(const RewardRequest& request, const std::string& where) const {
+  uint64_t text_bytes = request.response.size();
+  if (request.system_prompt) text_bytes += request.system_prompt->size();
+  if (request.reference) text_bytes += request.reference->size();
+  int64_t images = 0;
+  int64_t tokens = kTokensPerTurnOverhead * static_cast<int64_t>(request.turns.size() + 1);
+  for (size_t t = 0; t < request.turns.size(); ++t) {
+    const auto& turn = request.turns[t];
+    if (turn.role != "user" && turn.role != "assistant")
+      bad(fmt::format("{}.turns[{}].role: must be \"user\" or \"assistant\" (got \"{}\")", where, t, shorten(turn.role)));
+    for (size_t p = 0; p < turn.content.size(); ++p) {
+      const auto& part = turn.content[p];
+      if (part.kind == RewardContent::Kind::kText) {
+        text_bytes += part.text.size();
+        continue;
+      }
+      const std::string image_where = fmt::format("{}.turns[{}].content[{}]", where, t, p);
+      if (++images > limits_.max_images_per_sample)
+        too_large(fmt::format("{}: more than {} images in one sample", where, limits_.max_images_per_sample));
+      if (!part.image.path.empty()) bad(image_where + ": unresolved image path");  // decoders resolve paths first
+      if (part.image.bytes.size() > limits_.max_image_bytes)
+        too_large(fmt::format("{}: image of {} bytes exceeds the limit of {} bytes", image_where,
+                              part.image.bytes.size(), limits_.max_image_bytes));
+      ImageHeader header;
+      try {
+        header = probe_image(part.image.bytes, image_where);
+      } catch (const InputError& e) {
+        bad(e.what());
+      }
+      if (header.width <= 0 || header.height <= 0) bad(image_where + ": image header declares an empty image");
+      const uint64_t pixels = static_cast<uint64_t>(header.width) * static_cast<uint64_t>(header.height);
+      if (pixels > limits_.max_image_pixels)
+        too_large(fmt::format("{}: image of {}x{} = {} pixels exceeds the limit of {} pixels", image_where,
+                              header.width, header.height, pixels, limits_.max_image_pixels));
+      tokens += image_tokens(header.width, header.height);
+    }
+  }
+  if (text_bytes > limits_.max_text_bytes)
+    too_large(fmt::format("{}: {} bytes of text exceed the limit of {} bytes", where, text_bytes, limits_.max_text_bytes));
+  if (request.turns.empty()) bad(where + ": no turns (a sample needs at least one user turn)");
+  return tokens + static_cast<int64_t>((text_bytes + 3) / 4);
+}
+
+DecodedSample RequestDecoder::finish_sample(RewardRequest request, const std::string& where) const {
+  DecodedSample out;
+  out.tokens = check_sample(request, where);
+  out.request = std::move(request);
+  return out;
+}
+
+void RequestDecoder::check_sample_count(size_t n, const std::string& where) const {
+  if (n == 0) bad(where + ": no samples");
+  if (n > static_cast<uint64_t>(limits_.max_samples_per_request))
+    too_large(fmt::format("{}: {} samples exceed the limit of {} per request", where, n, limits_.max_samples_per_request));
+}
+
+std::vector<RewardImage> RequestDecoder::image_list(const nlohmann::json& value, const std::string& where) const {
+  if (value.is_null()) return {};
+  if (!value.is_array()) bad(fmt::format("{}: must be a list of images (got {})", where, value.type_name()));
+  if (value.size() > static_cast<uint64_t>(limits_.max_images_per_sample))
+    too_large(fmt::format("{}: {} images exceed the limit of {} per sample", where, value.size(), limits_.max_images_per_sample));
+  std::vector<RewardImage> images;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const std::string item = fmt::format("{}[{}]", where, i);
+    if (!value[i].is_string()) bad(fmt::format("{}: must be a string (base64, data URI or path)", item));
+    images.push_back(image_from_string(value[i].get<std::string>(), item));
+  }
+  return images;
+}
+
+namespace {
+
+std::string sample_id(const nlohmann::json& sample, size_t index, const std::string& where) {
+  const auto* id = find_key(sample, "id");
+  if (id == nullptr) return std::to_string(index);
+  if (id->is_string()) return id->get<std::string>();
+  if (id->is_number_integer()) return id->dump();
+  bad(where + ".id: must be a string or an integer");
+}
+
+}  // namespace
+
+std::vector<DecodedSample> RequestDecoder::decode_score(const nlohmann::json& body, int64_t* deadline_ms) const {
+  if (!body.is_object()) bad("body: must be a JSON object {\"samples\": [...]}");
+  static const std::set<std::string> known_body = {"samples", "deadline_ms"};
+  for (const auto& [key, _] : body.items())
+    if (!known_body.count(key)) bad(fmt::format("body: unknown key \"{}\"", shorten(key)));
+  *deadline_ms = 0;
+  if (const auto* d = find_key(body, "deadline_ms")) {
+    if (!d->is_number_integer() || d->get<int64_t>() <= 0) bad("body.deadline_ms: must be a positive integer");
+    *deadline_ms = d->get<int64_t>();
+  }
+  const auto* samples = find_key(body, "samples");
+  if (samples == nullptr || !samples->is_array()) bad("body.samples: required, a list of samples");
+  check_sample_count(samples->size(), "body.samples");
+  static const std::set<std::string> known_sample = {"id", "system", "messages", "question", "images", "image",
+                                                     "response", "reference", "metadata"};
+  std::vector<DecodedSample> out;
+  out.reserve(samples->size());
+  for (size_t i = 0; i < samples->size(); ++i) {
+    const auto& s = (*samples)[i];
+    const std::string where = fmt::format("samples[{}]", i);
+    if (!s.is_object()) bad(where + ": must be an object");
+    for (const auto& [key, _] : s.items())
+      if (!known_sample.count(key)) bad(fmt::format("{}: unknown key \"{}\"", where, shorten(key)));
+    RewardRequest r;
+    r.id = sample_id(s, i, where);
+    if (find_key(s, "system")) r.system_prompt = get_string(s, "system", where, true);
+    r.response = get_string(s, "response", where, true);
+    if (find_key(s, "reference")) r.reference = get_string(s, "reference", where, true);
+    if (const auto* meta = find_key(s, "metadata")) {
+      if (!meta->is_object()) bad(where + ".metadata: must be an object of strings");
+      for (const auto& [key, value] : meta->items()) {
+        if (!value.is_string()) bad(fmt::format("{}.metadata.{}: must be a string", where, shorten(key)));
+        r.metadata[key] = value.get<std::string>();
+      }
+    }
+    const auto* messages = find_key(s, "messages");
+    if (messages != nullptr) {
+      if (find_key(s, "question") || find_key(s, "images") || find_key(s, "image"))
+        bad(where + ": give \"messages\" or \"question\"/\"images\", not both");
+      if (!messages->is_array()) bad(where + ".messages: must be a list of {role, content}");
+      for (size_t m = 0; m < messages->size(); ++m) {
+        const auto& msg = (*messages)[m];
+        const std::string mw = fmt::format("{}.messages[{}]", where, m);
+        if (!msg.is_object()) bad(mw + ": must be an object {role, content}");
+        const std::string role = get_string(msg, "role", mw, true);
+        const auto* content = find_key(msg, "content");
+        if (content == nullptr) bad(mw + ": missing \"content\"");
+        if (role == "system") {
+          if (m != 0 || r.system_prompt) bad(mw + ": a system message may only come first (and not with \"system\")");
+          if (!content->is_string()) bad(mw + ".content: a system message's content must be a string");
+          r.system_prompt = content->get<std::string>();
+          continue;
+        }
+        RewardTurn turn{role, {}};
+        if (content->is_string()) {
+          turn.content.push_back(RewardContent::text_part(content->get<std::string>()));
+        } else if (content->is_array()) {
+          for (size_t p = 0; p < content->size(); ++p) {
+            const auto& part = (*content)[p];
+            const std::string pw = fmt::format("{}.content[{}]", mw, p);
+            if (!part.is_object()) bad(pw + ": must be an object {\"type\": \"text\" | \"image\", ...}");
+            const std::string type = get_string(part, "type", pw, true);
+            if (type == "text") {
+              turn.content.push_back(RewardContent::text_part(get_string(part, "text", pw, true)));
+            } else if (type == "image") {
+              if (const auto* image = find_key(part, "image")) {
+                if (!image->is_string()) bad(pw + ".image: must be a string (base64, data URI or path)");
+                turn.content.push_back(RewardContent::image_part(image_from_string(image->get<std::string>(), pw + ".image")));
+              } else if (find_key(part, "data")) {
+                const std::string data = get_string(part, "data", pw, true);
+                if (data.size() / 4 * 3 > limits_.max_image_bytes + 3)
+                  too_large(fmt::format("{}.data: image exceeds the limit of {} bytes", pw, limits_.max_image_bytes));
+                auto bytes = base64_decode(data);
+                if (!bytes) bad(pw + ".data: invalid base64");
+                turn.content.push_back(RewardContent::image_part(
+                    RewardImage::from_bytes(std::move(*bytes), get_string(part, "mime_type", pw, false))));
+              } else if (find_key(part, "path")) {
+                turn.content.push_back(RewardContent::image_part(image_from_path(get_string(part, "path", pw, true), pw + ".path")));
+              } else {
+                bad(pw + ": an image part needs \"image\", \"data\" or \"path\"");
+              }
+            } else {
+              bad(fmt::format("{}.type: must be \"text\" or \"image\" (got \"{}\")", pw, shorten(type)));
+            }
+          }
+        } else {
+          bad(mw + ".content: must be a string or a list of parts");
+        }
+        r.turns.push_back(std::move(turn));
+      }
+    } else {
+      std::vector<RewardImage> images;
+      if (const auto* list = find_key(s, "images")) images = image_list(*list, where + ".images");
+      if (const auto* one = find_key(s, "image")) {
+        if (!one->is_string()) bad(where + ".image: must be a string (base64, data URI or path)");
+        images.push_back(image_from_string(one->get<std::string>(), where + ".image"));
+      }
+      r = [&] {
+        auto single = RewardRequest::single_turn(r.id, std::move(images), get_string(s, "question", where, true),
+                                                 std::move(r.response), std::move(r.reference));
+        single.system_prompt = std::move(r.system_prompt);
+        single.metadata = std::move(r.metadata);
+        return single;
+      }();
+    }
+    out.push_back(finish_sample(std::move(r), where));
+  }
+  return out;
+}
+
+GetRewardRequest RequestDecoder::decode_get_reward(const nlohmann::json& body) const {
+  if (!body.is_object()) bad("body: must be a JSON object {\"query\": [...], \"prompts\": [...], \"labels\": [...]}");
+  const auto* query = find_key(body, "query");
+  if (query == nullptr) bad("body: missing \"query\"");
+  const auto queries = string_list(*query, "query");
+  check_sample_count(queries.size(), "query");
+  std::vector<std::string> prompts, labels;
+  if (const auto* p = find_key(body, "prompts")) prompts = string_list(*p, "prompts");
+  if (const auto* l = find_key(body, "labels")) labels = string_list(*l, "labels");
+  if (!prompts.empty() && prompts.size() != queries.size())
+    bad(fmt::format("prompts: {} prompts for {} queries", prompts.size(), queries.size()));
+  if (!labels.empty() && labels.size() != queries.size())
+    bad(fmt::format("labels: {} labels for {} queries", labels.size(), queries.size()));
+  const nlohmann::json* images = find_key(body, "images");
+  if (images != nullptr) {
+    if (!images->is_array()) bad("images: must be a list (one list of images per query)");
+    if (images->size() != queries.size())
+      bad(fmt::format("images: {} image lists for {} queries", images->size(), queries.size()));
+  }
+  GetRewardRequest out;
+  for (size_t i = 0; i < queries.size(); ++i) {
+    const std::string where = fmt::format("query[{}]", i);
+    if (queries[i].size() > limits_.max_text_bytes)
+      too_large(fmt::format("{}: {} bytes of text exceed the limit of {} bytes", where, queries[i].size(), limits_.max_text_bytes));
+    std::vector<RewardImage> sample_images;
+    if (images != nullptr) sample_images = image_list((*images)[i], fmt::format("images[{}]", i));
+    std::optional<std::string_view> prompt;
+    if (!prompts.empty()) prompt = prompts[i];
+    auto parsed = request_from_policy_text(queries[i], prompt, std::move(sample_images), where);
+    parsed.request.id = std::to_string(i);
+    if (!labels.empty()) parsed.request.reference = labels[i];
+    out.samples.push_back(finish_sample(std::move(parsed.request), where));
+  }
+  return out;
+}
+
+ClassifyRequest RequestDecoder::decode_classify(const nlohmann::json& body) const {
+  if (!body.is_object()) bad("body: must be a JSON object {\"model\", \"input\", \"activation\"}");
+  const auto* input = find_key(body, "input");
+  if (input == nullptr) bad("body: missing \"input\"");
+  const auto inputs = string_list(*input, "input");
+  check_sample_count(inputs.size(), "input");
+  ClassifyRequest out;
+  if (const auto* activation = find_key(body, "activation")) {
+    if (!activation->is_boolean()) bad("activation: must be true or false");
+    out.activation = activation->get<bool>();
+  }
+  const nlohmann::json* images = find_key(body, "images");
+  if (images != nullptr && !images->is_array()) bad("images: must be a list");
+  // One input may carry a flat list of images; several inputs carry one list each.
+  const bool flat = images != nullptr && inputs.size() == 1 && (images->empty() || (*images)[0].is_string());
+  if (images != nullptr && !flat && images->size() != inputs.size())
+    bad(fmt::format("images: {} image lists for {} inputs", images->size(), inputs.size()));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string where = fmt::format("input[{}]", i);
+    if (inputs[i].size() > limits_.max_text_bytes)
+      too_large(fmt::format("{}: {} bytes of text exceed the limit of {} bytes", where, inputs[i].size(), limits_.max_text_bytes));
+    std::vector<RewardImage> sample_images;
+    if (images != nullptr) sample_images = flat ? image_list(*images, "images") : image_list((*images)[i], fmt::format("images[{}]", i));
+    auto parsed = request_from_policy_text(inputs[i], std::nullopt, std::move(sample_images), where);
+    parsed.request.id = std::to_string(i);
+    out.samples.push_back(finish_sample(std::move(parsed.request), where));
+  }
+  return out;
+}
+
+std::vector<DecodedSample> RequestDecoder::decode_proto(const serve::ScoreRequest& request) const {
+  check_sample_count(static_cast<size_t>(request.samples_size()), "samples");
+  std::vector<DecodedSample> out;
+  out.reserve(static_cast<size_t>(request.samples_size()));
+  for (int i = 0; i < request.samples_size(); ++i) {
+    const auto& s = request.samples(i);
+    const std::string where = fmt::format("samples[{}]", i);
+    RewardRequest r;
+    r.id = s.id().empty() ? std::to_string(i) : s.id();
+    if (s.has_system_prompt()) r.system_prompt = s.system_prompt();
+    if (s.has_reference()) r.reference = s.reference();
+    r.response = s.response();
+    for (const auto& [key, value] : s.metadata()) r.metadata[key] = value;
+    for (int t = 0; t < s.turns_size(); ++t) {
+      const auto& turn = s.turns(t);
+      RewardTurn out_turn{turn.role(), {}};
+      for (int p = 0; p < turn.content_size(); ++p) {
+        const auto& part = turn.content(p);
+        const std::string pw = fmt::format("{}.turns[{}].content[{}]", where, t, p);
+        if (part.has_image()) {
+          const auto& image = part.image();
+          if (!image.data().empty() && !image.path().empty()) bad(pw + ": an image has data or a path, not both");
+          if (!image.data().empty())
+            out_turn.content.push_back(RewardContent::image_part(RewardImage::from_bytes(image.data(), image.mime_type())));
+          else if (!image.path().empty())
+            out_turn.content.push_back(RewardContent::image_part(image_from_path(image.path(), pw + ".path")));
+          else
+            bad(pw + ": an image needs data or a path");
+        } else if (part.part_case() == serve::Content::kText) {
+          out_turn.content.push_back(RewardContent::text_part(part.text()));
+        } else {
+          bad(pw + ": empty content part (neither text nor image)");
+        }
+      }
+      r.turns.push_back(std::move(out_turn));
+    }
+    out.push_back(finish_sample(std::move(r), where));
+  }
+  return out;
+}
+
+}  // namespace vlreward

@@ -1,0 +1,74 @@
+#pragma once
+// Turns what clients send (the /v1/score, /get_reward and /classify JSON bodies, binary ScoreRequest messages)
+// into RewardRequests, enforcing the server's limits on the way. Every violation is a ServeError naming the
+// field and the problem; images are checked from their headers only (format, width x height) — pixels are never
+// decoded here.
+//
+// Token estimate (for batching by max_batch_tokens): ceil(text bytes / 4) + 16 per turn for template overhead,
+// plus per image ceil(h/28) * ceil(w/28) merged patches (Qwen2.5-VL: 14-px patches merged 2x2), clamped to
+// [4, 16384] as the processor's min/max pixels clamp it.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/server/server_config.h"
+#include "plugin/reward.h"
+
+namespace vlreward {
+namespace serve {
+class ScoreRequest;
+}
+
+struct DecodedSample {
+  RewardRequest request;
+  int64_t tokens = 0;  // estimate, see above
+};
+
+// A /classify body: the samples and whether the client asked for the activation (sigmoid) on the score.
+struct ClassifyRequest {
+  std::vector<DecodedSample> samples;
+  bool activation = false;
+};
+
+// A /get_reward body: one sample per query.
+struct GetRewardRequest {
+  std::vector<DecodedSample> samples;
+};
+
+class RequestDecoder {
+ public:
+  explicit RequestDecoder(const ServerConfig& config);
+
+  // Parses a JSON body (depth limited to 64 to refuse nesting bombs). kBadRequest on invalid JSON.
+  nlohmann::json parse_json_body(const std::string& body) const;
+
+  // POST /v1/score: {"samples": [{"id", "system"?, "messages"? | "question"+"images"?, "response",
+  // "reference"?, "metadata"?}], "deadline_ms"?}. `deadline_ms` (0 = none) is returned through the pointer.
+  std::vector<DecodedSample> decode_score(const nlohmann::json& body, int64_t* deadline_ms) const;
+  // POST /get_reward (OpenRLHF): {"query": [str], "prompts"?: [str], "labels"?: [str], "images"?: [[str]]}.
+  GetRewardRequest decode_get_reward(const nlohmann::json& body) const;
+  // POST /classify (vLLM, verl's reward loop): {"model"?, "input": str | [str], "activation"?: bool,
+  // "images"?: [str] (single input) | [[str]]}.
+  ClassifyRequest decode_classify(const nlohmann::json& body) const;
+  // Binary protocol.
+  std::vector<DecodedSample> decode_proto(const serve::ScoreRequest& request) const;
+
+  // An image given as a string: a data URI, base64, or (with image_root) a relative path under it. URLs are
+  // refused. The result always holds bytes (paths are read here, after confinement).
+  RewardImage image_from_string(const std::string& text, const std::string& where) const;
+  RewardImage image_from_path(const std::string& path, const std::string& where) const;
+  // Checks limits (text, images, pixels from the header) and returns the token estimate.
+  int64_t check_sample(const RewardRequest& request, const std::string& where) const;
+
+ private:
+  DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
+  std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;
+  void check_sample_count(size_t n, const std::string& where) const;
+
+  ServerLimits limits_;
+  std::string image_root_;  // canonical, or empty when path images are off
+};
+
+}  // namespace vlreward

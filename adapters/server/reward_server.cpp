@@ -1,0 +1,176 @@
+#include "adapters/server/reward_server.h"
+
+#include <csignal>
+
+#include <fmt/format.h>
+
+#include "adapters/common/error.h"
+#include "adapters/server/server_context.h"
+
+namespace vlreward {
+
+bool constant_time_equal(const std::string& expected, const std::string& given) {
+  unsigned char diff = expected.size() == given.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned char>(static_cast<unsigned char>(expected[i]) ^ g);
+  }
+  return diff == 0;
+}
+
+uint64_t ServerContext::add_session(const std::shared_ptr<Session>& session) {
+  std::lock_guard<std::mutex> lock(sessions_mutex);
+  const uint64_t id = next_session_id++;
+  sessions[id] = session;
+  return id;
+}
+
+void ServerContext::remove_session(uint64_t id) {
+  std::lock_guard<std::mutex> lock(sessions_mutex);
+  sessions.erase(id);
+}
+
+std::optional<ServeError> request_level_error(const std::vector<SampleOutcome>& outcomes) {
+  for (const auto& o : outcomes)
+    if (!o.result.ok() && (o.error_kind == ServeErrorKind::kInternal || o.error_kind == ServeErrorKind::kDeadline))
+      return ServeError(o.error_kind, o.result.error);
+  return std::nullopt;
+}
+
+void dispatch(ServerContext& context, const asio::any_io_executor& executor, std::vector<DecodedSample> samples,
+              int64_t deadline_ms, std::function<void(DispatchResult)> done) {
+  const int64_t cap = context.config.request_deadline_ms;
+  const int64_t ms = deadline_ms > 0 && deadline_ms < cap ? deadline_ms : cap;
+  const auto deadline = Batcher::Clock::now() + std::chrono::milliseconds(ms);
+  auto timer = std::make_shared<asio::steady_timer>(executor);
+  timer->expires_at(deadline);
+  auto shared_done = std::make_shared<std::function<void(DispatchResult)>>(std::move(done));
+  std::shared_ptr<BatchJob> job;
+  const auto status = context.batcher.submit(
+      std::move(samples), deadline,
+      [executor, timer, shared_done](std::vector<SampleOutcome> outcomes) {
+        asio::post(executor, [timer, shared_done, outcomes = std::move(outcomes)]() mutable {
+          timer->cancel();
+          (*shared_done)(DispatchResult{std::nullopt, std::move(outcomes)});
+        });
+      },
+      &job);
+  if (status != SubmitStatus::kAccepted) {
+    ServeError error = status == SubmitStatus::kOverloaded
+                           ? ServeError(ServeErrorKind::kOverloaded,
+                                        fmt::format("server overloaded: the queue holds {} samples at most; retry later",
+                                                    context.config.batching.max_queue))
+                           : ServeError(ServeErrorKind::kShuttingDown, "server is shutting down");
+    asio::post(executor, [shared_done, error] { (*shared_done)(DispatchResult{error, {}}); });
+    return;
+  }
+  // The pending timer also keeps the I/O threads alive while the batcher works on this request.
+  timer->async_wait([job, timer, shared_done, ms](const boost::system::error_code& ec) {
+    if (ec || !job->claim()) return;
+    (*shared_done)(DispatchResult{
+        ServeError(ServeErrorKind::kDeadline, fmt::format("request not scored within its deadline of {} ms", ms)), {}});
+  });
+}
+
+namespace {
+
+void accept_loop(ServerContext& context, tcp::acceptor& acceptor, bool binary) {
+  acceptor.async_accept(asio::make_strand(context.ioc), [&context, &acceptor, binary](
+                                                             const boost::system::error_code& ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    if (!ec && !context.stopping.load()) {
+      if (binary)
+        start_binary_session(context, std::move(socket));
+      else
+        start_http_session(context, std::move(socket));
+    }
+    accept_loop(context, acceptor, binary);
+  });
+}
+
+uint16_t open_acceptor(ServerContext& context, std::optional<tcp::acceptor>& acceptor, int port, const char* what) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(context.config.host, ec);
+  if (ec) throw InputError("host", fmt::format("\"{}\" is not an IP address", context.config.host));
+  const tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
+  acceptor.emplace(context.ioc);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw InputError(fmt::format("{}:{}", context.config.host, port),
+                     fmt::format("cannot listen for {}: {}", what, ec.message()));
+  return acceptor->local_endpoint().port();
+}
+
+}  // namespace
+
+RewardServer::RewardServer(ServerConfig config, RewardBackend& backend) {
+  validate_server_config(config);
+  context_ = std::make_unique<ServerContext>(std::move(config), backend);
+}
+
+RewardServer::~RewardServer() {
+  stop();
+  wait();
+}
+
+void RewardServer::start() {
+  auto& c = *context_;
+  if (c.config.http_port >= 0) {
+    open_acceptor(c, c.http_acceptor, c.config.http_port, "HTTP");
+    accept_loop(c, *c.http_acceptor, false);
+  }
+  if (c.config.binary_port >= 0) {
+    open_acceptor(c, c.binary_acceptor, c.config.binary_port, "the binary protocol");
+    accept_loop(c, *c.binary_acceptor, true);
+  }
+  for (int i = 0; i < c.config.io_threads; ++i) c.threads.emplace_back([&c] { c.ioc.run(); });
+}
+
+uint16_t RewardServer::http_port() const {
+  return context_->http_acceptor ? context_->http_acceptor->local_endpoint().port() : 0;
+}
+
+uint16_t RewardServer::binary_port() const {
+  return context_->binary_acceptor ? context_->binary_acceptor->local_endpoint().port() : 0;
+}
+
+void RewardServer::stop_on_signals() {
+  auto& c = *context_;
+  c.signals.emplace(c.ioc, SIGTERM, SIGINT);
+  c.signals->async_wait([this](const boost::system::error_code& ec, int) {
+    if (!ec) stop();
+  });
+}
+
+void RewardServer::stop() {
+  auto& c = *context_;
+  if (c.stopping.exchange(true)) return;
+  asio::post(c.ioc, [&c] {
+    boost::system::error_code ignored;
+    if (c.http_acceptor) c.http_acceptor->close(ignored);
+    if (c.binary_acceptor) c.binary_acceptor->close(ignored);
+    if (c.signals) c.signals->cancel(ignored);
+    std::vector<std::shared_ptr<Session>> live;
+    {
+      std::lock_guard<std::mutex> lock(c.sessions_mutex);
+      for (auto& [id, weak] : c.sessions)
+        if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+    for (auto& s : live) s->on_shutdown();
+  });
+}
+
+void RewardServer::wait() {
+  auto& c = *context_;
+  for (auto& t : c.threads)
+    if (t.joinable()) t.join();
+  c.threads.clear();
+  c.batcher.stop();  // every received request has been answered; nothing is queued any more
+}
+
+const ServerMetrics& RewardServer::metrics() const { return context_->metrics; }
+
+}  // namespace vlreward

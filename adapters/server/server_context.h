@@ -1,0 +1,79 @@
+#pragma once
+// Internal to the server: what sessions share, and the submit-with-deadline step both protocols use.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+
+#include "adapters/server/batcher.h"
+#include "adapters/server/metrics.h"
+#include "adapters/server/request_decoding.h"
+#include "adapters/server/serve_error.h"
+#include "adapters/server/server_config.h"
+
+namespace vlreward {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+bool constant_time_equal(const std::string& expected, const std::string& given);
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  virtual ~Session() = default;
+  // Called on shutdown: close the connection unless a request is being processed or answered.
+  virtual void on_shutdown() = 0;
+};
+
+struct ServerContext {
+  ServerContext(ServerConfig c, RewardBackend& backend)
+      : config(std::move(c)), decoder(config), batcher(backend, config.batching, &metrics) {}
+
+  ServerConfig config;
+  RequestDecoder decoder;
+  ServerMetrics metrics;
+  Batcher batcher;
+  asio::io_context ioc;
+  std::optional<tcp::acceptor> http_acceptor;
+  std::optional<tcp::acceptor> binary_acceptor;
+  std::optional<asio::signal_set> signals;
+  std::vector<std::thread> threads;
+  std::atomic<bool> stopping{false};
+  std::mutex sessions_mutex;
+  std::map<uint64_t, std::weak_ptr<Session>> sessions;
+  uint64_t next_session_id = 0;
+
+  bool authorized(const std::string& token) const {
+    return config.auth_token.empty() || constant_time_equal(config.auth_token, token);
+  }
+  uint64_t add_session(const std::shared_ptr<Session>& session);
+  void remove_session(uint64_t id);
+};
+
+struct DispatchResult {
+  std::optional<ServeError> error;  // the whole request failed (overload, shutdown, deadline)
+  std::vector<SampleOutcome> outcomes;
+};
+
+// Queues `samples` and calls `done` exactly once on `executor` (the session's strand): with the outcomes, or
+// with an error when the queue is full, the server is stopping, or the deadline passes first.
+void dispatch(ServerContext& context, const asio::any_io_executor& executor, std::vector<DecodedSample> samples,
+              int64_t deadline_ms, std::function<void(DispatchResult)> done);
+
+// The first request-level error among the outcomes of kinds that fail a whole request (backend failure,
+// deadline), or nullopt.
+std::optional<ServeError> request_level_error(const std::vector<SampleOutcome>& outcomes);
+
+void start_http_session(ServerContext& context, tcp::socket socket);
+void start_binary_session(ServerContext& context, tcp::socket socket);
+
+}  // namespace vlreward

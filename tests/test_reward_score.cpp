@@ -1,0 +1,136 @@
+// reward-score's JSONL runner: per-line errors become records, output survives interruption and resumes.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/base64.h"
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+#include "plugin/registry.h"
+#include "reward/backends.h"
+#include "reward/score_jsonl.h"
+
+namespace fs = std::filesystem;
+using namespace vlreward;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("vlreward_score_" + std::to_string(::getpid())) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+void write(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::vector<nlohmann::json> records(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::unique_ptr<RewardBackend> exact_match() {
+  RewardRegistry registry;
+  register_reward_backends(registry);
+  return registry.create({{"type", "exact_match"}, {"case_fold", true}});
+}
+
+// Counts calls so tests can see batching and resume skipping.
+class CountingBackend : public RewardBackend {
+ public:
+  explicit CountingBackend(std::unique_ptr<RewardBackend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return "counting"; }
+  RewardCapabilities capabilities() const override { return inner_->capabilities(); }
+  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    scored += static_cast<int>(batch.size());
+    return inner_->score(batch);
+  }
+  int scored = 0;
+
+ private:
+  std::unique_ptr<RewardBackend> inner_;
+};
+
+const char* kInput =
+    R"({"id": "a", "question": "2+2?", "response": "4", "reference": "4"}
+{"id": "b", "question": "Capital?", "response": "paris", "reference": "Paris"}
+not json at all
+{"id": "d", "question": "q", "response": "x", "images": ["missing.png"]}
+{"id": "e", "question": "q"}
+{"id": 6, "question": "q", "response": "no", "reference": "yes"}
+{"id": "g", "question": "q", "response": "z", "images": ["data:image/png;base64,@@@"]}
+)";
+
+}  // namespace
+
+TEST(RewardScore, ScoresGoodLinesAndRecordsErrorsForBadOnes) {
+  auto dir = temp_dir("basic");
+  write(dir / "in.jsonl", kInput);
+  auto backend = exact_match();
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 2, false, false, false};
+  auto summary = score_jsonl(*backend, o);
+  EXPECT_EQ(summary.scored, 3);
+  EXPECT_EQ(summary.failed, 4);
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 7u);
+  EXPECT_EQ(out[0], (nlohmann::json{{"id", "a"}, {"score", 1.0}}));
+  EXPECT_EQ(out[1], (nlohmann::json{{"id", "b"}, {"score", 1.0}}));  // case_fold
+  EXPECT_EQ(out[2]["id"], "line 3");
+  EXPECT_NE(out[2]["error"].get<std::string>().find("invalid JSON"), std::string::npos);
+  EXPECT_EQ(out[3]["id"], "d");
+  EXPECT_NE(out[3]["error"].get<std::string>().find("images[0]"), std::string::npos) << out[3];
+  EXPECT_NE(out[4]["error"].get<std::string>().find("missing \"response\""), std::string::npos) << out[4];
+  EXPECT_EQ(out[5], (nlohmann::json{{"id", 6}, {"score", 0.0}}));
+  EXPECT_NE(out[6]["error"].get<std::string>().find("malformed data URI"), std::string::npos) << out[6];
+}
+
+TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
+  auto dir = temp_dir("resume");
+  write(dir / "in.jsonl", kInput);
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 1, false, false, false};
+  // Simulate a run killed mid-write: two complete records and half of a third.
+  write(dir / "out.jsonl", "{\"id\":\"a\",\"score\":1.0}\n{\"id\":\"b\",\"score\":1.0}\n{\"id\":\"line 3\",\"err");
+  CountingBackend backend(exact_match());
+  EXPECT_THROW(score_jsonl(backend, o), InputError);  // neither --resume nor --overwrite
+  o.resume = true;
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.skipped, 2);
+  EXPECT_EQ(backend.scored, 1);  // only "6" reached the backend; the rest are errors or done
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 7u);
+  std::vector<std::string> ids;
+  for (auto& r : out) ids.push_back(r["id"].is_string() ? r["id"].get<std::string>() : r["id"].dump());
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b", "line 3", "d", "e", "6", "g"}));
+  // Resuming a finished run does nothing.
+  auto again = score_jsonl(backend, o);
+  EXPECT_EQ(again.skipped, 7);
+  EXPECT_EQ(records(dir / "out.jsonl").size(), 7u);
+}
+
+TEST(RewardScore, ImagesResolveAsPathsBase64AndDataUris) {
+  auto dir = temp_dir("images");
+  const std::string png = "\x89PNG\r\n\x1a\n-not-a-real-png";
+  write(dir / "pic.png", png);
+  const std::string b64 = base64_encode(png);
+  const std::string line = nlohmann::json{{"id", "x"},
+                                          {"question", "q"},
+                                          {"response", "r"},
+                                          {"images", {"pic.png", b64, "data:image/png;base64," + b64}}}
+                               .dump();
+  auto request = parse_score_line(line, 1, dir.string());
+  ASSERT_EQ(request.image_count(), 3u);
+  const auto& parts = request.turns.at(0).content;
+  EXPECT_EQ(parts[0].image.path, (dir / "pic.png").string());
+  EXPECT_EQ(parts[1].image.bytes, png);
+  EXPECT_EQ(parts[2].image.bytes, png);
+  EXPECT_EQ(parts[2].image.mime_type, "image/png");
+  EXPECT_EQ(parts[3].text, "q");  // images first, then the question, as the model card orders them
+  EXPECT_THROW(parse_score_line(R"({"id": 1, "question": "q", "response": "r", "images": "pic.png"})", 1, dir.string()),
+               InputError);
+}
