@@ -82,9 +82,8 @@ CompletionLogps completion_logps(const torch::Tensor& logits_in, const torch::Te
   if (!completion_mask.defined() || completion_mask.sizes() != torch::IntArrayRef{R, S})
     throw std::invalid_argument("completion_logps: completion_mask must be " + shape(logits_in.select(2, 0)) +
                                 ", got " + shape(completion_mask));
-  const auto logits = (logits_in.scalar_type() == torch::kHalf || logits_in.scalar_type() == torch::kBFloat16)
-                          ? logits_in.to(torch::kFloat32)
-                          : logits_in;
+  const bool upcast = logits_in.scalar_type() == torch::kHalf || logits_in.scalar_type() == torch::kBFloat16;
+  const auto& logits = logits_in;
   const auto device = logits.device();
 
   CompletionLogps out;
@@ -99,10 +98,16 @@ CompletionLogps completion_logps(const torch::Tensor& logits_in, const torch::Te
       throw std::invalid_argument("completion_logps: a completion token id (" + std::to_string(top >= V ? top : bottom) +
                                   ") is outside the vocabulary of " + std::to_string(V) + " logits");
   }
-  const auto shifted = logits.slice(1, 0, S - 1);
-  // log_softmax(x)[y] = x[y] - logsumexp(x): no second [R, S, V] tensor besides logsumexp's workspace.
-  const auto selected = shifted.gather(2, labels.unsqueeze(2)).squeeze(2);
-  const auto token_logps = selected - torch::logsumexp(shifted, 2);
+  // log_softmax(x)[y] = x[y] - logsumexp(x), one row at a time (as TRL does) so the workspace is one [S, V] row.
+  std::vector<torch::Tensor> rows;
+  rows.reserve(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r) {
+    auto row = logits[r].slice(0, 0, S - 1);
+    if (upcast) row = row.to(torch::kFloat32);
+    const auto selected = row.gather(1, labels[r].unsqueeze(1)).squeeze(1);
+    rows.push_back(selected - torch::logsumexp(row, 1));
+  }
+  const auto token_logps = torch::stack(rows);
   out.token_logps = torch::where(out.token_mask, token_logps, torch::zeros({}, token_logps.options()));
   out.sequence_logps = out.token_logps.sum(1);
   return out;

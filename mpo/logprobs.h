@@ -46,9 +46,10 @@ struct CompletionLogps {
 };
 
 // From logits [R, S, V] (position t predicts token t+1), input_ids [R, S] and completion_mask [R, S].
-// Float16/bfloat16 logits are upcast to float32 first (the log-softmax of reduced-precision logits loses the
-// small probabilities); float32/float64 stay as they are. Throws std::invalid_argument on bad shapes or a
-// completion id >= V.
+// Rows are processed one at a time (peak workspace one [S, V] row, as TRL). Float16/bfloat16 rows are upcast to
+// float32 for the log-softmax (TRL 0.28 stays in bf16 there); autograd then keeps those float32 rows for the
+// backward pass, 2x the bf16 logits' memory. float32/float64 stay as they are. Throws std::invalid_argument on
+// bad shapes or a completion id >= V.
 CompletionLogps completion_logps(const torch::Tensor& logits, const torch::Tensor& input_ids,
                                  const torch::Tensor& completion_mask);
 

@@ -17,8 +17,9 @@ float f32(double v) { return static_cast<float>(v); }
 
 float derived_std(float var, double count) {
   // (new_var * tot_count / (tot_count - 1)).float().sqrt(): +inf after the first update (count - 1 == 0).
+  // The square root goes through torch like TRL's, whose float32 sqrt is not always correctly rounded (1 ulp).
   const float scaled = (var * f32(count)) / f32(count - 1.0);
-  return std::sqrt(scaled);
+  return torch::scalar_tensor(scaled, torch::kFloat32).sqrt().item<float>();
 }
 
 struct BatchMoments {

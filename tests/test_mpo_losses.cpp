@@ -121,7 +121,9 @@ void run_case(const json& c, CaseRun& run) {
       result = compute_mpo_loss(config, logps, nll, &run.running);
     }
     EXPECT_FALSE(run.running.frozen());
-    if (eval) EXPECT_EQ(run.running.to_json(), before) << "evaluation must not move δ";
+    if (eval) {
+      EXPECT_EQ(run.running.to_json(), before) << "evaluation must not move δ";
+    }
     result.loss.backward();
 
     expect_close(result.loss, expected["loss"], tol, "loss", &run.loss);
@@ -130,8 +132,10 @@ void run_case(const json& c, CaseRun& run) {
       const std::string name(loss_term_name(config.terms[i]));
       expect_close(result.term_losses[i], expected["term_losses"][name], tol, "term " + name, &run.loss);
     }
-    expect_close(chosen.grad(), expected["grad_chosen_logps"], tol, "d loss / d chosen", &run.grad);
-    expect_close(rejected.grad(), expected["grad_rejected_logps"], tol, "d loss / d rejected", &run.grad);
+    // sft alone does not depend on the log-probs: no gradient reaches them (TRL's reference is zeros).
+    auto grad_of = [](const torch::Tensor& t) { return t.grad().defined() ? t.grad() : torch::zeros_like(t); };
+    expect_close(grad_of(chosen), expected["grad_chosen_logps"], tol, "d loss / d chosen", &run.grad);
+    expect_close(grad_of(rejected), expected["grad_rejected_logps"], tol, "d loss / d rejected", &run.grad);
     if (nll.defined()) expect_close(nll.grad(), expected["grad_nll_loss"], tol, "d loss / d nll", &run.grad);
 
     const auto metrics = result.metrics.to_map();
@@ -246,9 +250,13 @@ TEST(MpoRunningMoments, StateRoundTripAndTrlFileCompatibility) {
   EXPECT_EQ(trl.mean(), run.running.mean());
   EXPECT_EQ(trl.var(), run.running.var());
   EXPECT_EQ(trl.count(), run.running.count());
-  EXPECT_EQ(trl.stddev(), run.running.stddev());
+  // std is bookkeeping only (δ is the mean); float32 sqrt may differ by an ulp between torch builds.
+  EXPECT_NEAR(trl.stddev(), run.running.stddev(), 1e-7);
   const auto trl_text = json::parse(read_file(kDir + "/trl_running.json"));
-  EXPECT_EQ(run.running.to_json(), trl_text);
+  auto ours = run.running.to_json();
+  EXPECT_NEAR(ours["std"].get<double>(), trl_text["std"].get<double>(), 1e-7);
+  ours["std"] = trl_text["std"];
+  EXPECT_EQ(ours, trl_text);
 
   const auto path = (std::filesystem::temp_directory_path() / "vlreward_test_running.json").string();
   run.running.save(path);

@@ -1,0 +1,36 @@
+#pragma once
+// Preference pairs as MPO trains on them: a JSONL example (images, question, chosen, rejected) turned into the
+// token rows TRL 0.28's DPOTrainer builds for a vision-language model (chat-templated prompt with expanded image
+// pads, then each completion), plus the prompt's pixel values.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adapters/hf/qwen2_5_vl_processor.h"
+#include "mpo/logprobs.h"
+#include "plugin/reward.h"
+
+namespace vlreward::mpo {
+
+// One line of an offline preference file (MMPR / RLAIF-V style):
+//   {"id": ..., "images": [path | base64 | data URI, ...], "question": "...", "chosen": "...", "rejected": "...",
+//    "system": "..." (optional)}
+struct PreferenceExample {
+  std::string id;
+  std::vector<RewardImage> images;
+  std::optional<std::string> system_prompt;
+  std::string question;
+  std::string chosen;
+  std::string rejected;
+};
+
+struct TokenizedPair {
+  PreferencePairTokens tokens;
+  ImageFeatures images;  // the prompt's images (used once per pair; build_concatenated_batch repeats them)
+};
+
+// Throws InputError naming `source` (e.g. "pairs.jsonl:12") for an undecodable image or empty completion.
+TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+                            const std::string& source);
+
+}  // namespace vlreward::mpo
