@@ -35,3 +35,68 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor&, const to
 
 // safetensors_torch.cpp: torch::from_blob with a deleter, TensorOptions and the ScalarType names it uses are the
 // same in 1.13 and 2.x, so it needs no shim.
+
+// ---- MPO trainer: bf16 autocast and optimizer-state keys -------------------------------------------------------
+#include <ATen/autocast_mode.h>
+
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+namespace vlreward::compat {
+
+// CUDA bf16 autocast for a scope (torch.autocast("cuda", dtype=torch.bfloat16)): matmuls and convolutions run
+// in bf16, reductions in float32; restores the previous mode on exit. LibTorch 2.4 generalised the API per
+// device type (the 1.13 names are deprecated there).
+class CudaBf16Autocast {
+ public:
+  explicit CudaBf16Autocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if VLREWARD_TORCH_AT_LEAST(2, 4)
+    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    was_enabled_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~CudaBf16Autocast() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if VLREWARD_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
+#else
+    at::autocast::set_enabled(was_enabled_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+#endif
+  }
+  CudaBf16Autocast(const CudaBf16Autocast&) = delete;
+  CudaBf16Autocast& operator=(const CudaBf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+  bool was_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+// The key of a parameter in Optimizer::state(): LibTorch 1.13 keys by the TensorImpl address printed as a string,
+// 2.x by the TensorImpl pointer itself. Picked from the map's key type, so no version number is guessed.
+template <typename Optimizer>
+auto optimizer_state_key(Optimizer& optimizer, const torch::Tensor& param) {
+  using Key = typename std::decay_t<decltype(optimizer.state())>::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << static_cast<const void*>(param.unsafeGetTensorImpl());
+    return text.str();
+  } else {
+    return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
+
+}  // namespace vlreward::compat

@@ -14,29 +14,13 @@
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/progress.h"
+#include "reward/image_input.h"
 
 namespace vlreward {
 namespace fs = std::filesystem;
 namespace {
 
 std::string id_text(const nlohmann::json& id) { return id.is_string() ? id.get<std::string>() : id.dump(); }
-
-RewardImage parse_image(const nlohmann::json& value, const std::string& where, const std::string& image_root) {
-  if (!value.is_string()) throw InputError(where, "must be a string (path, base64 or data URI)");
-  const std::string text = value.get<std::string>();
-  if (text.rfind("data:", 0) == 0) {
-    auto uri = parse_data_uri(text);
-    if (!uri) throw InputError(where, "malformed data URI (expected data:<mime>;base64,<data>)");
-    return RewardImage::from_bytes(std::move(uri->bytes), uri->mime_type);
-  }
-  fs::path path(text);
-  if (path.is_relative() && !image_root.empty()) path = fs::path(image_root) / path;
-  std::error_code ec;
-  if (text.size() < 4096 && fs::is_regular_file(path, ec)) return RewardImage::from_path(path.string());
-  if (auto bytes = base64_decode(text); bytes && bytes->size() >= 8) return RewardImage::from_bytes(std::move(*bytes));
-  throw InputError(where, fmt::format("is neither a readable file ({}) nor base64 image data",
-                                      text.size() > 80 ? text.substr(0, 80) + "..." : path.string()));
-}
 
 std::string require_string(const nlohmann::json& obj, const char* key, const std::string& where) {
   auto it = obj.find(key);
@@ -109,10 +93,10 @@ RewardRequest parse_score_line(const std::string& line, int64_t line_number, con
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(where, "\"images\" must be a list");
     for (size_t i = 0; i < it->size(); ++i)
-      images.push_back(parse_image((*it)[i], fmt::format("{}: images[{}]", where, i), image_root));
+      images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", where, i), image_root));
   }
   if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
-    images.push_back(parse_image(*it, where + ": image", image_root));
+    images.push_back(parse_image_reference(*it, where + ": image", image_root));
   std::optional<std::string> reference;
   if (auto it = obj.find("reference"); it != obj.end() && !it->is_null()) reference = require_string(obj, "reference", where);
   auto request = RewardRequest::single_turn(id_text(*id), std::move(images), require_string(obj, "question", where),

@@ -10,6 +10,15 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}, options));
 }
 
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
+  const int64_t in_features = weight.size(1);
+  if (x.numel() != in_features || x.scalar_type() != weight.scalar_type()) return at::linear(x, weight, bias);
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  auto row = x.reshape({in_features});
+  return (bias.defined() ? at::addmv(bias, weight, row) : at::mv(weight, row)).view(sizes);
+}
+
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& options) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}, options));
 }
@@ -64,13 +73,25 @@ AttentionImpl default_attention_impl() {
   return compat::kHasScaledDotProductAttention ? AttentionImpl::kFused : AttentionImpl::kExplicit;
 }
 
+torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
+  // [..., q, d] x [..., kv, d] -> [..., q, kv]; baddbmm with beta 0 never reads its first argument.
+  const int64_t q_len = q.size(-2), kv_len = k.size(-2), d = q.size(-1);
+  auto q3 = q.reshape({-1, q_len, d});
+  auto k3 = k.reshape({-1, kv_len, d});
+  auto out_sizes = q.sizes().vec();
+  out_sizes.back() = kv_len;
+  auto scores =
+      at::baddbmm(at::empty({1, 1, 1}, q.options()), q3, k3.transpose(1, 2), /*beta=*/0.0, /*alpha=*/scale);
+  return scores.view(out_sizes);
+}
+
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& additive_mask, AttentionImpl impl) {
   if (impl == AttentionImpl::kFused && compat::kHasScaledDotProductAttention)
     return compat::scaled_dot_product_attention(q, k, v, additive_mask);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
-  if (additive_mask.defined()) scores = scores + additive_mask;
+  auto scores = scaled_scores(q, k, scale);
+  if (additive_mask.defined()) scores.add_(additive_mask);
   auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   return torch::matmul(probs, v);
 }

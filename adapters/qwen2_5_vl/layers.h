@@ -9,7 +9,8 @@ namespace vlreward::qwen {
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x) const { return at::linear(x, weight, bias); }
+  // One row (a decode step at batch 1) goes through gemv: BLAS gemm would repack the whole weight per call.
+  torch::Tensor forward(const torch::Tensor& x) const;
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined when the layer has none
@@ -54,6 +55,10 @@ namespace vlreward::qwen {
 // softmax); kFused uses scaled_dot_product_attention where LibTorch has it (>= 2.0).
 enum class AttentionImpl { kExplicit, kFused };
 AttentionImpl default_attention_impl();
+
+// q k^T * scale over the last two dims ([..., q, d] x [..., kv, d] -> [..., q, kv]), the scale applied by the
+// BLAS product itself (one pass less over the scores than multiplying afterwards).
+torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale);
 
 // q [B, H, q, d], k/v [B, H, kv, d] (already repeated for GQA); additive mask [B, 1, q, kv] or undefined.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -61,7 +61,7 @@ torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::
   for (size_t i = 0; i + 1 < segments.size(); ++i) {
     const int64_t start = segments[i], len = segments[i + 1] - segments[i];
     auto qs = q.narrow(1, start, len), ks = k.narrow(1, start, len), vs = v.narrow(1, start, len);
-    auto scores = torch::matmul(qs, ks.transpose(1, 2)) * scale;
+    auto scores = scaled_scores(qs, ks, scale);
     auto probs = torch::softmax(scores, -1, torch::kFloat32).to(qs.scalar_type());
     outputs.push_back(torch::matmul(probs, vs).transpose(0, 1));  // [len, heads, hd]
   }

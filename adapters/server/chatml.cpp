@@ -139,22 +139,23 @@ PolicyTextResult request_from_policy_text(std::string_view text, std::optional<s
     RewardRequest& r = out.request;
     size_t i = 0;
     if ((*blocks)[0].role == "system") r.system_prompt = std::string((*blocks)[i++].content);
-    size_t placeholders = 0;
-    for (size_t k = i; k + 1 < blocks->size(); ++k) placeholders += count_placeholders((*blocks)[k].content);
     if (count_placeholders(blocks->back().content) > 0)
       throw ServeError(ServeErrorKind::kBadRequest, where + ": image placeholders inside the response are not supported");
+    size_t placeholders = 0;
+    for (; i + 1 < blocks->size(); ++i) {
+      RewardTurn turn{(*blocks)[i].role, split_turn((*blocks)[i].content, where)};
+      for (const auto& part : turn.content) placeholders += part.kind == RewardContent::Kind::kImage ? 1 : 0;
+      r.turns.push_back(std::move(turn));
+    }
     if (placeholders > 0 && images.size() != placeholders)
       throw ServeError(ServeErrorKind::kBadRequest,
                        fmt::format("{}: the text has {} image placeholder(s) but {} image(s) were sent{}", where,
                                    placeholders, images.size(),
                                    images.empty() ? " (send them in \"images\")" : ""));
     size_t next_image = 0;
-    for (; i + 1 < blocks->size(); ++i) {
-      RewardTurn turn{(*blocks)[i].role, split_turn((*blocks)[i].content, where)};
+    for (auto& turn : r.turns)
       for (auto& part : turn.content)
         if (part.kind == RewardContent::Kind::kImage) part.image = std::move(images[next_image++]);
-      r.turns.push_back(std::move(turn));
-    }
     r.response = std::string(blocks->back().content);
     if (placeholders == 0 && !images.empty()) {
       for (auto& turn : r.turns)

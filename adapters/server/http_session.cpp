@@ -152,13 +152,13 @@ class HttpSession : public Session {
       if (target == "/healthz") {
         route_ = "/healthz";
         context_.metrics.count_request(route_);
-        if (method != http::verb::get && method != http::verb::head) throw_method_not_allowed("GET");
+        if (method != http::verb::get) throw_method_not_allowed("GET");
         const bool draining = context_.stopping.load();
         return respond(draining ? 503 : 200,
                        json{{"status", draining ? "draining" : "ok"}, {"model", context_.config.model_name}});
       }
       const bool known = target == "/metrics" || target == "/v1/score" || target == "/get_reward" ||
-                         target == "/classify" || target == "/v1/classify";
+                         target == "/classify" || target == "/v1/classify" || target == "/v1/embeddings";
       route_ = known ? target : "other";
       context_.metrics.count_request(route_);
       if (!context_.config.auth_token.empty()) {
@@ -193,9 +193,14 @@ class HttpSession : public Session {
         auto parsed = context_.decoder.decode_classify(body);
         std::string model = context_.config.model_name;
         if (body.contains("model") && body["model"].is_string()) model = body["model"].get<std::string>();
-        submit(std::move(parsed.samples), 0, [this, activation = parsed.activation, model](std::vector<SampleOutcome> o) {
-          finish_classify(o, activation, model);
-        });
+        const bool embeddings = target == "/v1/embeddings";
+        submit(std::move(parsed.samples), 0,
+               [this, activation = parsed.activation, model, embeddings](std::vector<SampleOutcome> o) {
+                 if (embeddings)
+                   finish_embeddings(o, model);
+                 else
+                   finish_classify(o, activation, model);
+               });
       }
     } catch (const ServeError& e) {
       respond_error(e);
@@ -294,12 +299,24 @@ class HttpSession : public Session {
                                  {"prompt_tokens_details", nullptr}}}});
   }
 
+  // SGLang's shape, which verl's reward loop reads as output["data"][-1]["embedding"][-1].
+  void finish_embeddings(const std::vector<SampleOutcome>& outcomes, const std::string& model) {
+    if (fail_on_sample_error(outcomes, "input")) return;
+    json data = json::array();
+    int64_t tokens = 0;
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      tokens += outcomes[i].tokens;
+      data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", {*outcomes[i].result.score}}});
+    }
+    respond(200, json{{"object", "list"}, {"model", model}, {"data", std::move(data)},
+                      {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+  }
+
   void respond_error(const ServeError& error) {
     context_.metrics.count_error(error.kind());
     const int status = http_status(error.kind());
-    // After a malformed request the stream position is unknown: close the connection.
-    if (error.kind() == ServeErrorKind::kTimeout || (state_ == State::kReading && error.kind() != ServeErrorKind::kUnauthorized))
-      keep_alive_ = false;
+    // (After a malformed or unfinished request on_read_error has already turned keep-alive off: the stream
+    // position is unknown.)
     respond(status, error_body(error.kind(), error.what()));
   }
 

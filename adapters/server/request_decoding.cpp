@@ -27,7 +27,14 @@ constexpr int64_t kMergedPatchPixels = 28;
 [[noreturn]] void bad(const std::string& message) { throw ServeError(ServeErrorKind::kBadRequest, message); }
 [[noreturn]] void too_large(const std::string& message) { throw ServeError(ServeErrorKind::kTooLarge, message); }
 
-std::string shorten(const std::string& text) { return text.size() > 60 ? text.substr(0, 60) + "..." : text; }
+// At most ~60 bytes of client text in a message, cut at a UTF-8 character boundary (messages travel in proto3
+// strings, which must be valid UTF-8).
+std::string shorten(const std::string& text) {
+  if (text.size() <= 60) return text;
+  size_t cut = 60;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return text.substr(0, cut) + "...";
+}
 
 // Depth of bracket nesting outside strings; stops early once over the limit.
 bool nesting_within(const std::string& text, int limit) {
@@ -119,6 +126,11 @@ nlohmann::json RequestDecoder::parse_json_body(const std::string& body) const {
 }
 
 RewardImage RequestDecoder::image_from_path(const std::string& text, const std::string& where) const {
+  return read_image_under_root(text, where, "");
+}
+
+RewardImage RequestDecoder::read_image_under_root(const std::string& text, const std::string& where,
+                                                  const char* not_found_prefix) const {
   if (image_root_.empty()) bad(fmt::format("{}: path images are disabled (the server has no image_root)", where));
   const fs::path given(text);
   if (text.empty() || given.is_absolute()) bad(fmt::format("{}: image paths must be relative to the image root", where));
@@ -126,7 +138,7 @@ RewardImage RequestDecoder::image_from_path(const std::string& text, const std::
     if (part == "..") bad(fmt::format("{}: \"..\" is not allowed in image paths ({})", where, shorten(text)));
   std::error_code ec;
   const fs::path resolved = fs::canonical(fs::path(image_root_) / given, ec);
-  if (ec) bad(fmt::format("{}: no such image under the image root: {}", where, shorten(text)));
+  if (ec) bad(fmt::format("{}: {}no such image under the image root: {}", where, not_found_prefix, shorten(text)));
   // canonical() followed every symlink: what remains must still be inside the root.
   if (!path_within(resolved, fs::path(image_root_)))
     bad(fmt::format("{}: {} resolves outside the image root (symlink)", where, shorten(text)));
@@ -158,7 +170,8 @@ RewardImage RequestDecoder::image_from_string(const std::string& text, const std
   }
   auto bytes = base64_decode(text);
   if (bytes && looks_like_image_bytes(*bytes)) return RewardImage::from_bytes(std::move(*bytes));
-  if (!image_root_.empty() && text.size() < 4096) return image_from_path(text, where);
+  if (!image_root_.empty() && text.size() < 4096)
+    return read_image_under_root(text, where, bytes ? "" : "invalid base64, and ");
   if (!bytes) bad(fmt::format("{}: invalid base64 (and not a data URI; path images need an image_root)", where));
   return RewardImage::from_bytes(std::move(*bytes));  // probed (and refused) by check_sample
 }

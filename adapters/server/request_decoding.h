@@ -63,6 +63,7 @@ class RequestDecoder {
   int64_t check_sample(const RewardRequest& request, const std::string& where) const;
 
  private:
+  RewardImage read_image_under_root(const std::string& path, const std::string& where, const char* not_found_prefix) const;
   DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
   std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;
   void check_sample_count(size_t n, const std::string& where) const;

@@ -1,0 +1,274 @@
+#include "mpo/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/atomic_file.h"
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+#include "adapters/hf/safetensors_torch.h"
+#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/torch_compat.h"
+#include "mpo/crc32c.h"
+
+namespace vlreward::mpo {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kManifestFormat = "vlreward-mpo-checkpoint/1";
+
+struct FileSum {
+  uint64_t size = 0;
+  uint32_t crc = 0;
+};
+
+// Size and crc32c, streamed so multi-GB shards are never held in memory.
+FileSum sum_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw InputError(path, fmt::format("cannot open: {}", std::strerror(errno)));
+  std::vector<char> buffer(size_t{4} << 20);
+  FileSum sum;
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw InputError(path, fmt::format("read failed: {}", std::strerror(err)));
+    }
+    if (n == 0) break;
+    sum.crc = crc32c_extend(sum.crc, buffer.data(), static_cast<size_t>(n));
+    sum.size += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  return sum;
+}
+
+std::vector<std::string> relative_files(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string rel = fs::relative(entry.path(), dir).generic_string();
+    if (rel != kManifestFile) files.push_back(rel);
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::optional<int64_t> step_of(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0 || name.size() == prefix.size()) return std::nullopt;
+  const std::string digits = name.substr(prefix.size());
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) return std::nullopt;
+  return std::stoll(digits);
+}
+
+void copy_file_durable(const std::string& from, const std::string& to) {
+  AtomicFileWriter writer(to);
+  writer.write(read_file(from));
+  writer.commit();
+}
+
+}  // namespace
+
+void write_manifest(const std::string& dir) {
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& rel : relative_files(dir)) {
+    const FileSum sum = sum_file((fs::path(dir) / rel).string());
+    files[rel] = {{"size", sum.size}, {"crc32c", sum.crc}};
+  }
+  nlohmann::json manifest{{"format", kManifestFormat}, {"files", files}, {"files_crc32c", crc32c(files.dump())}};
+  write_file_atomic((fs::path(dir) / kManifestFile).string(), manifest.dump(2) + "\n");
+}
+
+void verify_manifest(const std::string& dir) {
+  const std::string manifest_path = (fs::path(dir) / kManifestFile).string();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw InputError(dir, "checkpoint directory does not exist");
+  if (!fs::is_regular_file(manifest_path, ec))
+    throw InputError(manifest_path, "missing: not a complete checkpoint (the manifest is written last)");
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(read_file(manifest_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(manifest_path, fmt::format("corrupted (not valid JSON: {})", e.what()));
+  }
+  if (!manifest.is_object() || manifest.value("format", "") != kManifestFormat || !manifest.contains("files") ||
+      !manifest["files"].is_object() || !manifest.contains("files_crc32c") || !manifest["files_crc32c"].is_number_unsigned())
+    throw InputError(manifest_path, fmt::format("corrupted (not a {} manifest)", kManifestFormat));
+  const auto& files = manifest["files"];
+  if (crc32c(files.dump()) != manifest["files_crc32c"].get<uint32_t>())
+    throw InputError(manifest_path, "corrupted (its file list does not match its checksum)");
+  for (const auto& [rel, entry] : files.items()) {
+    const std::string path = (fs::path(dir) / rel).string();
+    if (!entry.is_object() || !entry.contains("size") || !entry["size"].is_number_unsigned() || !entry.contains("crc32c") ||
+        !entry["crc32c"].is_number_unsigned())
+      throw InputError(manifest_path, fmt::format("corrupted (bad entry for {})", rel));
+    if (!fs::is_regular_file(path, ec)) throw InputError(path, "missing from the checkpoint (listed in manifest.json)");
+    const uint64_t expected_size = entry["size"].get<uint64_t>();
+    const uint64_t actual_size = fs::file_size(path, ec);
+    if (actual_size != expected_size)
+      throw InputError(path, fmt::format("{}: {} bytes, the manifest says {}",
+                                         actual_size < expected_size ? "truncated" : "wrong size", actual_size,
+                                         expected_size));
+    const FileSum sum = sum_file(path);
+    if (sum.crc != entry["crc32c"].get<uint32_t>())
+      throw InputError(path, fmt::format("corrupted: crc32c {:08x}, the manifest says {:08x}", sum.crc,
+                                         entry["crc32c"].get<uint32_t>()));
+  }
+  for (const auto& rel : relative_files(dir))
+    if (!files.contains(rel)) throw InputError((fs::path(dir) / rel).string(), "not listed in manifest.json (foreign file)");
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(output_dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    if (!entry.is_directory()) continue;
+    if (auto step = step_of(entry.path().filename().string(), kCheckpointPrefix)) out.emplace_back(*step, entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void remove_stale_temp_checkpoints(const std::string& output_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(output_dir, ec)) return;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(output_dir))
+    if (entry.is_directory() && entry.path().filename().string().rfind(kTempCheckpointPrefix, 0) == 0)
+      stale.push_back(entry.path());
+  for (const auto& path : stale) fs::remove_all(path);
+}
+
+void prune_checkpoints(const std::string& output_dir, int64_t keep) {
+  auto checkpoints = list_checkpoints(output_dir);
+  const int64_t excess = static_cast<int64_t>(checkpoints.size()) - keep;
+  for (int64_t i = 0; i < excess; ++i) fs::remove_all(checkpoints[static_cast<size_t>(i)].second);
+  if (excess > 0) fsync_directory(output_dir);
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw InputError(dir, fmt::format("cannot open directory: {}", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw InputError(dir, fmt::format("fsync failed: {}", std::strerror(err)));
+}
+
+void commit_checkpoint_dir(const std::string& temp_dir, const std::string& final_dir) {
+  for (const auto& entry : fs::recursive_directory_iterator(temp_dir))
+    if (entry.is_directory()) fsync_directory(entry.path().string());
+  fsync_directory(temp_dir);
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir);
+  fs::rename(temp_dir, final_dir);
+  fsync_directory(fs::path(final_dir).parent_path().string());
+}
+
+void export_hf_checkpoint(const torch::nn::Module& module, const std::string& source_dir, const std::string& dir,
+                          const std::string& dtype_name) {
+  fs::create_directories(dir);
+  qwen::save_checkpoint(module, dir);
+  for (const auto& entry : fs::directory_iterator(source_dir)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string name = entry.path().filename().string();
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    // Weights come from `module`; a stale manifest would describe another directory.
+    if (ends_with(".safetensors") || ends_with(".safetensors.index.json") || ends_with(".bin") ||
+        ends_with(".bin.index.json") || name == kManifestFile)
+      continue;
+    const std::string target = (fs::path(dir) / name).string();
+    if (name == "config.json") {
+      auto config = nlohmann::json::parse(read_file(entry.path().string()));
+      if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
+      config["dtype"] = dtype_name;
+      if (config.contains("text_config") && config["text_config"].is_object() && config["text_config"].contains("dtype"))
+        config["text_config"]["dtype"] = dtype_name;
+      write_file_atomic(target, config.dump(2) + "\n");
+    } else {
+      copy_file_durable(entry.path().string(), target);
+    }
+  }
+}
+
+void save_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      const std::string& path) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  auto& state = optimizer.state();
+  for (const auto& [name, param] : params) {
+    auto it = state.find(compat::optimizer_state_key(optimizer, param));
+    if (it == state.end()) continue;  // no step taken yet
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    tensors.emplace_back(name + ".exp_avg", s.exp_avg());
+    tensors.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq());
+    tensors.emplace_back(name + ".step", torch::tensor({s.step()}, torch::kInt64));
+  }
+  write_safetensors(path, tensors, {{"format", "vlreward-adamw/1"}});
+}
+
+void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      const std::string& path) {
+  auto file = SafetensorsFile::open(path);
+  std::set<std::string> expected;
+  auto& state = optimizer.state();
+  for (const auto& [name, param] : params) {
+    if (!file.contains(name + ".exp_avg")) {
+      if (file.size() == 0) continue;  // saved before the first step: no moments at all
+      throw InputError(path, fmt::format("no optimizer state for trainable parameter {} (was the freeze set changed?)", name));
+    }
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) expected.insert(name + suffix);
+    auto exp_avg = to_tensor(file.get(name + ".exp_avg"));
+    auto exp_avg_sq = to_tensor(file.get(name + ".exp_avg_sq"));
+    auto step = to_tensor(file.get(name + ".step"));
+    if (!exp_avg.sizes().equals(param.sizes()) || !exp_avg_sq.sizes().equals(param.sizes()))
+      throw InputError(path, fmt::format("{}: moment shape does not match the parameter", name));
+    if (step.scalar_type() != torch::kInt64 || step.numel() != 1 || step.item<int64_t>() < 0)
+      throw InputError(path, fmt::format("{}.step: must be one non-negative int64", name));
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(step.item<int64_t>());
+    s->exp_avg(exp_avg.to(param.options()).clone());
+    s->exp_avg_sq(exp_avg_sq.to(param.options()).clone());
+    state[compat::optimizer_state_key(optimizer, param)] = std::move(s);
+  }
+  for (const auto& name : file.names())
+    if (expected.count(name) == 0)
+      throw InputError(path, fmt::format("optimizer state for {}, which is not a trainable parameter now (was the freeze set changed?)", name));
+}
+
+void save_torch_rng_state(const std::string& path) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  torch::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    state = generator.get_state();
+  }
+  write_safetensors(path, {{"torch_cpu", state}});
+}
+
+void load_torch_rng_state(const std::string& path) {
+  auto file = SafetensorsFile::open(path);
+  auto state = to_tensor(file.get("torch_cpu"));
+  if (state.scalar_type() != torch::kUInt8) throw InputError(path, "torch_cpu: must be U8");
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  try {
+    generator.set_state(state.clone());
+  } catch (const c10::Error& e) {
+    throw InputError(path, fmt::format("torch_cpu: not a CPU generator state ({})", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,107 @@
+#include "mpo/preference_data.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+#include "mpo/crc32c.h"
+#include "reward/image_input.h"
+
+namespace vlreward::mpo {
+namespace fs = std::filesystem;
+namespace {
+
+std::string required_text(const nlohmann::json& obj, const char* key, const std::string& source, bool non_empty) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) throw InputError(source, fmt::format("{}: missing", key));
+  if (!it->is_string()) throw InputError(source, fmt::format("{}: must be a string, got {}", key, it->type_name()));
+  std::string text = it->get<std::string>();
+  if (non_empty && text.empty()) throw InputError(source, fmt::format("{}: must not be empty", key));
+  return text;
+}
+
+std::optional<double> optional_logp(const nlohmann::json& obj, const char* key, const std::string& source) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number()) throw InputError(source, fmt::format("{}: must be a number, got {}", key, it->dump()));
+  const double v = it->get<double>();
+  if (!std::isfinite(v)) throw InputError(source, fmt::format("{}: must be finite", key));
+  return v;
+}
+
+}  // namespace
+
+PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root) {
+  nlohmann::json obj;
+  try {
+    obj = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(source, fmt::format("malformed JSON: {}", e.what()));
+  }
+  if (!obj.is_object()) throw InputError(source, fmt::format("must be a JSON object, got {}", obj.type_name()));
+  PreferenceRecord record;
+  record.source = source;
+  auto& ex = record.example;
+  if (auto it = obj.find("id"); it != obj.end() && !it->is_null()) {
+    if (it->is_string()) ex.id = it->get<std::string>();
+    else if (it->is_number_integer()) ex.id = it->dump();
+    else throw InputError(source, "id: must be a string or an integer");
+  }
+  if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
+    if (!it->is_array()) throw InputError(source, "images: must be a list");
+    for (size_t i = 0; i < it->size(); ++i)
+      ex.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), image_root));
+  }
+  if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
+    ex.images.push_back(parse_image_reference(*it, source + ": image", image_root));
+  ex.question = required_text(obj, "question", source, false);
+  ex.chosen = required_text(obj, "chosen", source, true);
+  ex.rejected = required_text(obj, "rejected", source, true);
+  if (auto it = obj.find("system"); it != obj.end() && !it->is_null()) ex.system_prompt = required_text(obj, "system", source, false);
+  record.ref_chosen_logp = optional_logp(obj, "ref_chosen_logp", source);
+  record.ref_rejected_logp = optional_logp(obj, "ref_rejected_logp", source);
+  if (record.ref_chosen_logp.has_value() != record.ref_rejected_logp.has_value())
+    throw InputError(source, record.ref_chosen_logp ? "ref_rejected_logp: missing (ref_chosen_logp is given; give both or neither)"
+                                                    : "ref_chosen_logp: missing (ref_rejected_logp is given; give both or neither)");
+  return record;
+}
+
+std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, const std::string& image_root) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw InputError(path, "no such file");
+  const std::string content = read_file(path);
+  const std::string root = !image_root.empty() ? image_root : fs::path(path).parent_path().string();
+  std::vector<PreferenceRecord> records;
+  std::set<std::string> ids;
+  size_t start = 0;
+  int64_t line_number = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string::npos) end = content.size();
+    ++line_number;
+    std::string line = content.substr(start, end - start);
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string source = fmt::format("{}:{}", path, line_number);
+    PreferenceRecord record = parse_preference_line(line, source, root);
+    if (record.example.id.empty()) record.example.id = std::to_string(line_number);
+    else if (!ids.insert(record.example.id).second) throw InputError(source, fmt::format("id: duplicate \"{}\"", record.example.id));
+    records.push_back(std::move(record));
+  }
+  if (records.empty()) throw InputError(path, "no preference pairs (the file is empty)");
+  return records;
+}
+
+DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples) {
+  const std::string content = read_file(path);
+  return {num_examples, crc32c(content)};
+}
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,39 @@
+#pragma once
+// Offline preference data for mpo-train: JSONL, one pair per line (MMPR / RLAIF-V style):
+//   {"id": "q1", "images": ["img.png" | base64 | data URI, ...] (or "image": ...), "question": "...",
+//    "chosen": "...", "rejected": "...", "system": "..." (optional),
+//    "ref_chosen_logp": -12.3, "ref_rejected_logp": -15.0 (optional, both or neither: precomputed reference)}
+// Other keys are ignored (datasets carry extra metadata). Blank lines are skipped.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mpo/pair_tokenization.h"
+
+namespace vlreward::mpo {
+
+struct PreferenceRecord {
+  PreferenceExample example;
+  std::optional<double> ref_chosen_logp;
+  std::optional<double> ref_rejected_logp;
+  std::string source;  // "path:line", for errors raised later (image decoding, tokenization)
+};
+
+// Throws InputError naming "path:line" and the field for malformed JSON, a missing or non-string field, an
+// empty completion, an image that is neither an existing file nor base64/data URI, a lone or non-finite
+// reference log-prob, a duplicate id; and for an unreadable or empty file. Relative image paths are resolved
+// against image_root, or the JSONL's directory when image_root is empty.
+std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, const std::string& image_root = {});
+
+// Parses one line (exposed for tests and for online rounds that build pairs in memory).
+PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root);
+
+// A fingerprint of the data for checkpoints: a resumed run must see the same pairs in the same order.
+struct DataFingerprint {
+  int64_t num_examples = 0;
+  uint32_t crc32c = 0;  // over the file's bytes
+};
+DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples);
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,274 @@
+#include "mpo/train_config.h"
+
+#include <cmath>
+
+#include "adapters/common/config_file.h"
+#include "adapters/common/error.h"
+#include "plugin/config_reader.h"
+
+namespace vlreward::mpo {
+namespace {
+
+using nlohmann::json;
+
+// One config object read strictly: typed getters naming "<section>.<key>", and finish() rejecting unknown keys.
+// Built on ConfigReader (key bookkeeping); errors become InputError(source, ...).
+class Section {
+ public:
+  Section(const json& value, std::string where, std::string source)
+      : empty_(json::object()), where_(std::move(where)), source_(std::move(source)),
+        reader_(checked(value), where_) {}
+
+  std::optional<std::string> text(const std::string& key) {
+    const json* v = get(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+  std::string text(const std::string& key, std::string fallback) { return text(key).value_or(std::move(fallback)); }
+  bool flag(const std::string& key, bool fallback) {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
+    return v->get<bool>();
+  }
+  double number(const std::string& key, double fallback) {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
+    const double d = v->get<double>();
+    if (!std::isfinite(d)) fail(key, "must be finite, got " + v->dump());
+    return d;
+  }
+  std::optional<int64_t> integer(const std::string& key) {
+    const json* v = get(key);
+    if (v == nullptr) return std::nullopt;
+    if (v->is_number_float() && std::isfinite(v->get<double>()) && v->get<double>() == std::floor(v->get<double>()) &&
+        std::fabs(v->get<double>()) < 9e15)
+      return static_cast<int64_t>(v->get<double>());
+    if (!v->is_number_integer()) fail(key, "must be an integer, got " + v->dump());
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) fail(key, "is too large");
+    return v->get<int64_t>();
+  }
+  int64_t integer(const std::string& key, int64_t fallback) { return integer(key).value_or(fallback); }
+  const json* raw(const std::string& key) { return get(key); }
+  Section section(const std::string& key) {
+    const json* v = get(key);
+    return Section(v == nullptr ? empty_ : *v, where_.empty() ? key : where_ + "." + key, source_);
+  }
+  void finish() {
+    try {
+      reader_.finish();
+    } catch (const RewardConfigError& e) {
+      throw InputError(source_, e.what());
+    }
+  }
+  std::string path(const std::string& key) const { return where_.empty() ? key : where_ + "." + key; }
+  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
+    throw InputError(source_, path(key) + ": " + problem);
+  }
+
+ private:
+  const json& checked(const json& value) const {
+    if (!value.is_object()) throw InputError(source_, (where_.empty() ? "config" : where_) + ": must be a mapping, got " + value.dump());
+    return value;
+  }
+  const json* get(const std::string& key) {
+    const json* v = reader_.child(key);
+    return v == nullptr || v->is_null() ? nullptr : v;
+  }
+
+  json empty_;
+  std::string where_, source_;
+  ConfigReader reader_;
+};
+
+std::string non_empty_path(Section& s, const std::string& key) {
+  auto value = s.text(key);
+  if (!value) s.fail(key, "is required");
+  if (value->empty()) s.fail(key, "must not be empty");
+  return *value;
+}
+
+}  // namespace
+
+TrainConfig TrainConfig::from_json(const json& config, const std::string& source) {
+  TrainConfig c;
+  Section root(config, "", source);
+
+  Section model = root.section("model");
+  c.model.path = non_empty_path(model, "path");
+  c.model.dtype = model.text("dtype", c.model.dtype);
+  if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
+    model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
+  c.model.device = model.text("device", c.model.device);
+  if (c.model.device != "cpu" && c.model.device.rfind("cuda", 0) != 0)
+    model.fail("device", "must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + c.model.device + "\"");
+  c.model.bf16_autocast = model.flag("bf16_autocast", c.model.bf16_autocast);
+  for (const char* key : {"min_pixels", "max_pixels"}) {
+    auto v = model.integer(key);
+    if (v && *v <= 0) model.fail(key, "must be > 0");
+    (std::string(key) == "min_pixels" ? c.model.min_pixels : c.model.max_pixels) = v;
+  }
+  model.finish();
+
+  Section reference = root.section("reference");
+  const std::string ref_source = reference.text("source", "model");
+  if (ref_source == "model") c.reference.source = ReferenceSource::kModel;
+  else if (ref_source == "precomputed") c.reference.source = ReferenceSource::kPrecomputed;
+  else reference.fail("source", "must be \"model\" or \"precomputed\", got \"" + ref_source + "\"");
+  c.reference.path = reference.text("path", "");
+  if (c.reference.source == ReferenceSource::kPrecomputed && !c.reference.path.empty())
+    reference.fail("path", "is only used with source \"model\"");
+  reference.finish();
+
+  Section freeze = root.section("freeze");
+  c.freeze.vision_tower = freeze.flag("vision_tower", false);
+  c.freeze.merger = freeze.flag("merger", false);
+  c.freeze.llm = freeze.flag("llm", false);
+  freeze.finish();
+  if (c.freeze.vision_tower && c.freeze.merger && c.freeze.llm)
+    throw InputError(source, "freeze: vision_tower, merger and llm are all frozen: nothing would train");
+
+  Section data = root.section("data");
+  c.data.train = non_empty_path(data, "train");
+  c.data.image_root = data.text("image_root", "");
+  c.data.shuffle = data.flag("shuffle", true);
+  data.finish();
+
+  Section loss = root.section("loss");
+  if (const json* types = loss.raw("loss_type")) {
+    if (types->is_string()) {
+      c.loss.terms = {parse_loss_term(types->get<std::string>(), source + ": " + loss.path("loss_type"))};
+    } else if (types->is_array()) {
+      c.loss.terms.clear();
+      for (size_t i = 0; i < types->size(); ++i) {
+        const std::string where = loss.path("loss_type") + "[" + std::to_string(i) + "]";
+        if (!(*types)[i].is_string()) throw InputError(source, where + ": must be a string, got " + (*types)[i].dump());
+        c.loss.terms.push_back(parse_loss_term((*types)[i].get<std::string>(), source + ": " + where));
+      }
+    } else {
+      loss.fail("loss_type", "must be a loss name or a list of them, got " + types->dump());
+    }
+    // Weights default to 1 per term (TRL), unless given.
+    c.loss.weights.assign(c.loss.terms.size(), 1.0);
+  }
+  if (const json* weights = loss.raw("loss_weights")) {
+    if (!weights->is_array()) loss.fail("loss_weights", "must be a list of numbers, got " + weights->dump());
+    c.loss.weights.clear();
+    for (size_t i = 0; i < weights->size(); ++i) {
+      if (!(*weights)[i].is_number())
+        throw InputError(source, loss.path("loss_weights") + "[" + std::to_string(i) + "]: must be a number, got " +
+                                     (*weights)[i].dump());
+      c.loss.weights.push_back((*weights)[i].get<double>());
+    }
+  }
+  c.loss.beta = loss.number("beta", c.loss.beta);
+  c.loss.label_smoothing = loss.number("label_smoothing", c.loss.label_smoothing);
+  const std::string sft_tokens = loss.text("sft_tokens", "completion");
+  if (sft_tokens == "completion") c.sft_tokens = SftTokens::kCompletion;
+  else if (sft_tokens == "trl_0.28") c.sft_tokens = SftTokens::kTrl028IgnoreIdZero;
+  else loss.fail("sft_tokens", "must be \"completion\" or \"trl_0.28\", got \"" + sft_tokens + "\"");
+  loss.finish();
+  c.loss.validate(source + ": loss");
+  if (c.reference.source == ReferenceSource::kPrecomputed && c.loss.terms.size() == 1 && c.loss.uses(LossTerm::kSft))
+    throw InputError(source, "reference.source: \"precomputed\" has no use with loss_type [sft]");
+
+  Section train = root.section("train");
+  auto& t = c.train;
+  auto positive = [&](const char* key, double v) {
+    if (!(v > 0)) train.fail(key, "must be > 0, got " + json(v).dump());
+    return v;
+  };
+  auto non_negative = [&](const char* key, double v) {
+    if (v < 0) train.fail(key, "must be >= 0, got " + json(v).dump());
+    return v;
+  };
+  auto unit = [&](const char* key, double v) {
+    if (!(v >= 0 && v < 1)) train.fail(key, "must be in [0, 1), got " + json(v).dump());
+    return v;
+  };
+  t.learning_rate = positive("learning_rate", train.number("learning_rate", t.learning_rate));
+  t.weight_decay = non_negative("weight_decay", train.number("weight_decay", t.weight_decay));
+  t.adam_beta1 = unit("adam_beta1", train.number("adam_beta1", t.adam_beta1));
+  t.adam_beta2 = unit("adam_beta2", train.number("adam_beta2", t.adam_beta2));
+  t.adam_epsilon = positive("adam_epsilon", train.number("adam_epsilon", t.adam_epsilon));
+  t.warmup_ratio = train.number("warmup_ratio", t.warmup_ratio);
+  if (!(t.warmup_ratio >= 0 && t.warmup_ratio <= 1)) train.fail("warmup_ratio", "must be in [0, 1], got " + json(t.warmup_ratio).dump());
+  t.max_grad_norm = non_negative("max_grad_norm", train.number("max_grad_norm", t.max_grad_norm));
+  t.batch_size = static_cast<int64_t>(positive("batch_size", static_cast<double>(train.integer("batch_size", t.batch_size))));
+  t.gradient_accumulation_steps = static_cast<int64_t>(
+      positive("gradient_accumulation_steps",
+               static_cast<double>(train.integer("gradient_accumulation_steps", t.gradient_accumulation_steps))));
+  t.epochs = static_cast<int64_t>(positive("epochs", static_cast<double>(train.integer("epochs", t.epochs))));
+  t.max_steps = static_cast<int64_t>(non_negative("max_steps", static_cast<double>(train.integer("max_steps", t.max_steps))));
+  const int64_t seed = train.integer("seed", static_cast<int64_t>(t.seed));
+  if (seed < 0) train.fail("seed", "must be >= 0");
+  t.seed = static_cast<uint64_t>(seed);
+  t.num_threads = static_cast<int64_t>(non_negative("num_threads", static_cast<double>(train.integer("num_threads", t.num_threads))));
+  train.finish();
+
+  Section output = root.section("output");
+  c.output.dir = non_empty_path(output, "dir");
+  c.output.save_steps = output.integer("save_steps", c.output.save_steps);
+  if (c.output.save_steps < 0) output.fail("save_steps", "must be >= 0 (0 = only at the end)");
+  c.output.save_total_limit = output.integer("save_total_limit", c.output.save_total_limit);
+  if (c.output.save_total_limit < 1) output.fail("save_total_limit", "must be >= 1 (the newest checkpoint is the resume point)");
+  c.output.tensorboard = output.flag("tensorboard", c.output.tensorboard);
+  c.output.jsonl = output.flag("jsonl", c.output.jsonl);
+  c.output.progress = output.flag("progress", c.output.progress);
+  output.finish();
+
+  root.finish();
+  return c;
+}
+
+json TrainConfig::to_json() const {
+  json types = json::array();
+  for (auto term : loss.terms) types.push_back(std::string(loss_term_name(term)));
+  json m{{"path", model.path}, {"dtype", model.dtype}, {"device", model.device}, {"bf16_autocast", model.bf16_autocast}};
+  if (model.min_pixels) m["min_pixels"] = *model.min_pixels;
+  if (model.max_pixels) m["max_pixels"] = *model.max_pixels;
+  return json{
+      {"model", m},
+      {"reference",
+       {{"source", reference.source == ReferenceSource::kModel ? "model" : "precomputed"}, {"path", reference.path}}},
+      {"freeze", {{"vision_tower", freeze.vision_tower}, {"merger", freeze.merger}, {"llm", freeze.llm}}},
+      {"data", {{"train", data.train}, {"image_root", data.image_root}, {"shuffle", data.shuffle}}},
+      {"loss",
+       {{"loss_type", types},
+        {"loss_weights", loss.weights},
+        {"beta", loss.beta},
+        {"label_smoothing", loss.label_smoothing},
+        {"sft_tokens", sft_tokens == SftTokens::kCompletion ? "completion" : "trl_0.28"}}},
+      {"train",
+       {{"learning_rate", train.learning_rate},
+        {"weight_decay", train.weight_decay},
+        {"adam_beta1", train.adam_beta1},
+        {"adam_beta2", train.adam_beta2},
+        {"adam_epsilon", train.adam_epsilon},
+        {"warmup_ratio", train.warmup_ratio},
+        {"max_grad_norm", train.max_grad_norm},
+        {"batch_size", train.batch_size},
+        {"gradient_accumulation_steps", train.gradient_accumulation_steps},
+        {"epochs", train.epochs},
+        {"max_steps", train.max_steps},
+        {"seed", train.seed},
+        {"num_threads", train.num_threads}}},
+      {"output",
+       {{"dir", output.dir},
+        {"save_steps", output.save_steps},
+        {"save_total_limit", output.save_total_limit},
+        {"tensorboard", output.tensorboard},
+        {"jsonl", output.jsonl},
+        {"progress", output.progress}}},
+  };
+}
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  json config = load_config_file(path);
+  for (const auto& assignment : overrides) apply_override(config, assignment);
+  return TrainConfig::from_json(config, path);
+}
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,87 @@
+#pragma once
+// mpo-train's configuration: a YAML (or JSON) file read strictly against the schema below, then key=value
+// overrides. Unknown keys and bad values are rejected with their key path ("train.learning_rate: ...").
+//
+//   model:     {path, dtype: float32|bfloat16, device: cpu|cuda|cuda:N, bf16_autocast, min_pixels, max_pixels}
+//   reference: {source: model|precomputed, path}       # model: frozen copy of the initial policy (or `path`);
+//                                                      # precomputed: ref_chosen_logp/ref_rejected_logp per pair
+//   freeze:    {vision_tower, merger, llm}             # requires_grad false on that parameter group
+//   data:      {train, image_root, shuffle}
+//   loss:      {loss_type, loss_weights, beta, label_smoothing, sft_tokens: completion|trl_0.28}
+//   train:     {learning_rate, weight_decay, adam_beta1, adam_beta2, adam_epsilon, warmup_ratio, max_grad_norm,
+//               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads}
+//   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
+//
+// Relative paths are taken relative to the working directory (as the other command lines do).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mpo/logprobs.h"
+#include "mpo/losses.h"
+
+namespace vlreward::mpo {
+
+enum class ReferenceSource { kModel, kPrecomputed };
+
+struct TrainConfig {
+  struct Model {
+    std::string path;              // HF checkpoint dir of the initial policy (config, weights, tokenizer, processor)
+    std::string dtype = "float32";  // parameter dtype while training
+    std::string device = "cpu";
+    bool bf16_autocast = true;     // CUDA only: forward passes under bf16 autocast (float32 master weights)
+    std::optional<int64_t> min_pixels, max_pixels;
+  } model;
+  struct Reference {
+    ReferenceSource source = ReferenceSource::kModel;
+    std::string path;  // reference checkpoint; empty = model.path (the initial policy)
+  } reference;
+  struct Freeze {
+    bool vision_tower = false;  // visual.* except visual.merger.*
+    bool merger = false;        // visual.merger.*
+    bool llm = false;           // model.*, lm_head.*
+  } freeze;
+  struct Data {
+    std::string train;       // JSONL preference pairs
+    std::string image_root;  // for relative image paths; empty = the JSONL's directory
+    bool shuffle = true;
+  } data;
+  LossConfig loss;
+  SftTokens sft_tokens = SftTokens::kCompletion;
+  struct Train {
+    double learning_rate = 5e-6;
+    double weight_decay = 0.05;
+    double adam_beta1 = 0.9;
+    double adam_beta2 = 0.999;
+    double adam_epsilon = 1e-8;
+    double warmup_ratio = 0.03;
+    double max_grad_norm = 1.0;  // 0 = no clipping
+    int64_t batch_size = 1;      // pairs per micro-batch
+    int64_t gradient_accumulation_steps = 1;
+    int64_t epochs = 1;
+    int64_t max_steps = 0;  // > 0: stop after this many optimizer steps (and size the schedule by it)
+    uint64_t seed = 42;
+    int64_t num_threads = 0;  // 0 = LibTorch's default
+  } train;
+  struct Output {
+    std::string dir;
+    int64_t save_steps = 0;  // 0 = only at the end
+    int64_t save_total_limit = 2;
+    bool tensorboard = true;
+    bool jsonl = true;
+    bool progress = true;
+  } output;
+
+  // Parses and validates. `source` names the file in errors. Throws InputError "<source>: <key.path>: problem".
+  static TrainConfig from_json(const nlohmann::json& config, const std::string& source);
+  // The normalised config (every key, defaults filled in), as stored in checkpoints.
+  nlohmann::json to_json() const;
+};
+
+// load_config_file(path), then each "a.b=value" override (adapters/common/config_file.h), then from_json.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+}  // namespace vlreward::mpo

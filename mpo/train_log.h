@@ -1,0 +1,82 @@
+#pragma once
+// Where the trainer's per-step metrics go: a console progress line, a JSONL file (one object per optimizer
+// step, full double precision) and TensorBoard event files (written here without TensorFlow: the TFRecord
+// framing and the Event protobuf, see tensorboard_event.proto).
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "adapters/common/progress.h"
+
+namespace vlreward::mpo {
+
+// One TFRecord: u64 little-endian length, u32 masked crc32c of those 8 bytes, the data, u32 masked crc32c of
+// the data (tensorflow/core/lib/io/record_writer.cc).
+std::string tf_record(std::string_view data);
+
+// Serialised Event protos (exposed for the framing test).
+std::string tensorboard_file_version_event(double wall_time);
+std::string tensorboard_scalars_event(double wall_time, int64_t step, const std::map<std::string, double>& scalars);
+
+// Appends events to <dir>/events.out.tfevents.<time>.<host>.<pid>; a new file per writer (TensorBoard merges
+// the files of one directory), starting with the file_version "brain.Event:2" event.
+class TensorBoardWriter {
+ public:
+  explicit TensorBoardWriter(const std::string& dir);
+  ~TensorBoardWriter();
+  TensorBoardWriter(const TensorBoardWriter&) = delete;
+  TensorBoardWriter& operator=(const TensorBoardWriter&) = delete;
+
+  void add_scalars(int64_t step, const std::map<std::string, double>& scalars);
+  const std::string& path() const { return path_; }
+
+ private:
+  void write_record(const std::string& event);
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+// metrics.jsonl: one {"step": n, ...} line per optimizer step. Opening for a resumed run drops the lines of
+// steps after `resume_step` (written by the interrupted run after its last checkpoint) and a torn last line,
+// so the file is again the run's history exactly once per step.
+class MetricsJsonl {
+ public:
+  MetricsJsonl(const std::string& path, int64_t resume_step);
+  ~MetricsJsonl();
+  MetricsJsonl(const MetricsJsonl&) = delete;
+  MetricsJsonl& operator=(const MetricsJsonl&) = delete;
+  void append(int64_t step, const std::map<std::string, double>& metrics);
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+struct TrainLogOptions {
+  std::string dir;  // the run's output directory
+  bool jsonl = true;
+  bool tensorboard = true;
+  bool progress = true;
+};
+
+// All three sinks behind one call per step.
+class TrainLogger {
+ public:
+  // total_steps: the progress bar's end; start_step: the step the run (re)starts from.
+  TrainLogger(const TrainLogOptions& options, int64_t total_steps, int64_t start_step);
+  void log_step(int64_t step, const std::map<std::string, double>& metrics);
+  void finish(const std::string& status);
+
+ private:
+  std::unique_ptr<MetricsJsonl> jsonl_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
+  std::unique_ptr<ProgressBar> progress_;
+};
+
+// The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
+std::string progress_status(const std::map<std::string, double>& metrics);
+
+}  // namespace vlreward::mpo

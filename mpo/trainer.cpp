@@ -1,0 +1,437 @@
+#include "mpo/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <random>
+#include <regex>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/atomic_file.h"
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+#include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/torch_compat.h"
+#include "mpo/checkpoint.h"
+#include "mpo/logprobs.h"
+#include "mpo/losses.h"
+#include "mpo/pair_tokenization.h"
+#include "mpo/train_log.h"
+
+namespace vlreward::mpo {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStateFormat = "vlreward-mpo-trainer-state/1";
+constexpr const char* kTrainerStateFile = "trainer_state.json";
+constexpr const char* kOptimizerFile = "optimizer.safetensors";
+constexpr const char* kRngFile = "rng_state.safetensors";
+constexpr const char* kRunningMomentsFile = "running_moments.json";
+
+torch::ScalarType parameter_dtype(const std::string& name) {
+  return name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+// Which freeze switch covers a parameter (hub names: visual.merger.*, visual.*, model.*, lm_head.*).
+bool is_frozen(const std::string& name, const TrainConfig::Freeze& freeze) {
+  if (name.rfind("visual.merger.", 0) == 0) return freeze.merger;
+  if (name.rfind("visual.", 0) == 0) return freeze.vision_tower;
+  return freeze.llm;
+}
+
+qwen::Qwen2_5_VLModel load_model(const std::string& dir, const std::string& dtype) {
+  const auto config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
+  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(parameter_dtype(dtype)));
+  qwen::load_checkpoint(*model, dir, config.text.tie_word_embeddings);
+  return model;
+}
+
+// One micro-batch, tokenized and on the device.
+struct MicroBatch {
+  ConcatenatedBatch batch;
+  std::vector<const PreferenceRecord*> records;
+  int64_t tokens = 0;
+};
+
+MicroBatch prepare_micro_batch(const Qwen2_5_VLProcessor& processor, const std::vector<const PreferenceRecord*>& records,
+                               const torch::Device& device) {
+  std::vector<PreferencePairTokens> tokens;
+  std::vector<float> pixels;
+  std::vector<qwen::GridTHW> grids;
+  int64_t rows = 0, row_size = 0;
+  for (const PreferenceRecord* record : records) {
+    TokenizedPair pair = tokenize_pair(processor, record->example, record->source);
+    tokens.push_back(std::move(pair.tokens));
+    pixels.insert(pixels.end(), pair.images.pixel_values.begin(), pair.images.pixel_values.end());
+    grids.insert(grids.end(), pair.images.grid_thw.begin(), pair.images.grid_thw.end());
+    rows += pair.images.rows;
+    if (pair.images.rows > 0) row_size = pair.images.row_size;
+  }
+  torch::Tensor pixel_values;
+  if (rows > 0) pixel_values = torch::from_blob(pixels.data(), {rows, row_size}, torch::kFloat32).clone();
+  MicroBatch mb;
+  mb.records = records;
+  mb.batch = build_concatenated_batch(tokens, processor.pad_token_id(), pixel_values, grids);
+  auto& input = mb.batch.input;
+  input.input_ids = input.input_ids.to(device);
+  input.attention_mask = input.attention_mask.to(device);
+  if (input.pixel_values.defined()) input.pixel_values = input.pixel_values.to(device);
+  mb.batch.completion_mask = mb.batch.completion_mask.to(device);
+  mb.tokens = input.attention_mask.sum().item<int64_t>();
+  return mb;
+}
+
+struct ModelLogps {
+  PairLogps logps;
+  torch::Tensor nll;  // defined when requested
+};
+
+ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool autocast, bool need_nll,
+                       SftTokens sft_tokens) {
+  compat::CudaBf16Autocast guard(autocast);
+  auto logits = model->forward(mb.batch.input).logits;
+  auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
+  ModelLogps out;
+  out.logps = split_pairs(lp.sequence_logps, mb.batch.num_pairs);
+  if (need_nll) out.nll = sft_nll(lp, mb.batch.input.input_ids, mb.batch.num_pairs, sft_tokens);
+  return out;
+}
+
+// The config sections that decide what a step computes; a resumed run must use the same.
+json resume_relevant(const json& config) {
+  json out{{"loss", config.at("loss")}, {"freeze", config.at("freeze")}, {"reference", config.at("reference")},
+           {"train", config.at("train")}, {"data", json{{"shuffle", config.at("data").at("shuffle")}}}};
+  out["train"].erase("num_threads");
+  out["model"] = json{{"dtype", config.at("model").at("dtype")}};
+  return out;
+}
+
+void diff_keys(const json& a, const json& b, const std::string& prefix, std::vector<std::string>& out) {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& [key, value] : a.items())
+      diff_keys(value, b.contains(key) ? b.at(key) : json(), prefix.empty() ? key : prefix + "." + key, out);
+    for (const auto& [key, value] : b.items())
+      if (!a.contains(key)) out.push_back(prefix.empty() ? key : prefix + "." + key);
+    return;
+  }
+  if (a != b) out.push_back(prefix + " (checkpoint " + a.dump() + ", now " + b.dump() + ")");
+}
+
+template <typename T>
+T state_field(const json& state, const char* key, const std::string& path) {
+  try {
+    return state.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw InputError(path, fmt::format("missing or invalid \"{}\"", key));
+  }
+}
+
+}  // namespace
+
+double cosine_schedule_factor(int64_t step, int64_t warmup_steps, int64_t total_steps) {
+  if (step < warmup_steps) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
+  const double progress = static_cast<double>(step - warmup_steps) /
+                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * 0.5 * 2.0 * progress)));
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle, std::string* engine_state) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::seed_seq seq{static_cast<uint32_t>(seed & 0xFFFFFFFFu), static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(epoch & 0xFFFFFFFF), static_cast<uint32_t>(static_cast<uint64_t>(epoch) >> 32)};
+  std::mt19937_64 engine(seq);
+  // Our own Fisher-Yates: std::shuffle's draws differ between standard libraries.
+  if (shuffle)
+    for (int64_t i = n - 1; i > 0; --i) {
+      const auto j = static_cast<int64_t>(engine() % static_cast<uint64_t>(i + 1));
+      std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
+    }
+  if (engine_state != nullptr) {
+    std::ostringstream text;
+    text << engine;
+    *engine_state = text.str();
+  }
+  return order;
+}
+
+bool uses_weight_decay(const std::string& name) {
+  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))");
+  return !std::regex_search(name, no_decay);
+}
+
+std::optional<std::string> resolve_resume(const std::string& resume, const std::string& output_dir) {
+  if (resume != "auto") return resume;
+  auto checkpoints = list_checkpoints(output_dir);
+  if (checkpoints.empty()) return std::nullopt;
+  return checkpoints.back().second;
+}
+
+MpoTrainer::MpoTrainer(TrainConfig config) : config_(std::move(config)), device_(config_.model.device) {
+  if (device_.is_cuda() && !torch::cuda::is_available())
+    throw InputError("model.device", fmt::format("\"{}\" requested but CUDA is not available", config_.model.device));
+  if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
+  torch::manual_seed(config_.train.seed);
+  processor_ = std::make_unique<Qwen2_5_VLProcessor>(
+      Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
+  policy_ = load_model(config_.model.path, config_.model.dtype);
+  policy_->to(device_);
+  policy_->train();
+  if (config_.reference.source == ReferenceSource::kModel) {
+    reference_ = load_model(config_.reference.path.empty() ? config_.model.path : config_.reference.path, config_.model.dtype);
+    reference_->to(device_);
+    reference_->eval();
+    for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+  }
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& item : policy_->named_parameters()) {
+    torch::Tensor p = item.value();
+    if (is_frozen(item.key(), config_.freeze)) {
+      p.set_requires_grad(false);
+      continue;
+    }
+    trainable_.emplace_back(item.key(), p);
+    (uses_weight_decay(item.key()) ? decay : no_decay).push_back(p);
+  }
+  if (trainable_.empty()) throw InputError("freeze", "every parameter is frozen: nothing to train");
+  const auto& t = config_.train;
+  auto options = [&](double weight_decay) {
+    return torch::optim::AdamWOptions(t.learning_rate)
+        .betas({t.adam_beta1, t.adam_beta2})
+        .eps(t.adam_epsilon)
+        .weight_decay(weight_decay);
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options(t.weight_decay)));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(t.weight_decay));
+}
+
+MpoTrainer::~MpoTrainer() = default;
+
+int64_t MpoTrainer::steps_per_epoch(int64_t num_examples) const {
+  const int64_t micro = (num_examples + config_.train.batch_size - 1) / config_.train.batch_size;
+  return (micro + config_.train.gradient_accumulation_steps - 1) / config_.train.gradient_accumulation_steps;
+}
+
+void MpoTrainer::set_total_steps(int64_t total_steps) {
+  state_.total_steps = total_steps;
+  state_.warmup_steps = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * config_.train.warmup_ratio));
+}
+
+StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
+  if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
+  const auto start = std::chrono::steady_clock::now();
+  const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
+  const bool need_nll = config_.loss.uses(LossTerm::kSft);
+  const double scale = 1.0 / static_cast<double>(micro_batches.size());
+  optimizer_->zero_grad();
+  std::map<std::string, double> sums;
+  double loss_sum = 0;
+  int64_t tokens = 0;
+  for (const auto& records : micro_batches) {
+    if (records.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
+    MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
+    ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens);
+    PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
+    if (config_.reference.source == ReferenceSource::kPrecomputed) {
+      std::vector<double> chosen, rejected;
+      for (const auto* r : records) {
+        if (!r->ref_chosen_logp)
+          throw InputError(r->source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
+        chosen.push_back(*r->ref_chosen_logp);
+        rejected.push_back(*r->ref_rejected_logp);
+      }
+      auto options = torch::TensorOptions().dtype(torch::kFloat64);
+      logps.ref_chosen = torch::tensor(chosen, options).to(device_, logps.chosen.scalar_type());
+      logps.ref_rejected = torch::tensor(rejected, options).to(device_, logps.chosen.scalar_type());
+    } else {
+      torch::NoGradGuard no_grad;
+      ModelLogps ref = model_logps(reference_, mb, autocast, false, config_.sft_tokens);
+      logps.ref_chosen = ref.logps.chosen.detach();
+      logps.ref_rejected = ref.logps.rejected.detach();
+    }
+    LossResult result = compute_mpo_loss(config_.loss, logps, policy.nll, &running_);
+    (result.loss * scale).backward();
+    loss_sum += result.loss.item<double>();
+    for (const auto& [key, value] : result.metrics.to_map(false)) sums[key] += value;
+    tokens += mb.tokens;
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& item : trainable_) params.push_back(item.second);
+  const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
+                                                          : std::numeric_limits<double>::infinity();
+  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  const double lr = config_.train.learning_rate *
+                    cosine_schedule_factor(state_.global_step, state_.warmup_steps, state_.total_steps);
+  for (auto& group : optimizer_->param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  optimizer_->step();
+  ++state_.global_step;
+
+  StepMetrics out;
+  out.step = state_.global_step;
+  for (const auto& [key, value] : sums) out.values[key] = value * scale;
+  out.values["loss"] = loss_sum * scale;
+  out.values["lr"] = lr;
+  out.values["grad_norm"] = grad_norm;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out.values["tokens_per_second"] = seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0;
+  return out;
+}
+
+std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
+                              const TrainCallbacks& callbacks) {
+  if (data.empty()) throw InputError(config_.data.train, "no preference pairs");
+  if (config_.reference.source == ReferenceSource::kPrecomputed)
+    for (const auto& r : data)
+      if (!r.ref_chosen_logp)
+        throw InputError(r.source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
+  const int64_t n = static_cast<int64_t>(data.size());
+  const int64_t per_epoch = steps_per_epoch(n);
+  const int64_t total = config_.train.max_steps > 0 ? config_.train.max_steps : config_.train.epochs * per_epoch;
+  if (state_.total_steps != 0 && state_.total_steps != total)
+    throw InputError(config_.output.dir, fmt::format("the checkpoint's schedule has {} steps, this run {}", state_.total_steps, total));
+  set_total_steps(total);
+
+  fs::create_directories(config_.output.dir);
+  remove_stale_temp_checkpoints(config_.output.dir);
+  TrainLogger logger({config_.output.dir, config_.output.jsonl, config_.output.tensorboard, config_.output.progress},
+                     total, state_.global_step);
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
+  int64_t last_saved = -1;
+  if (!list_checkpoints(config_.output.dir).empty()) last_saved = list_checkpoints(config_.output.dir).back().first;
+  const int64_t bs = config_.train.batch_size;
+  while (state_.global_step < total) {
+    if (state_.index_in_epoch >= n) {
+      ++state_.epoch;
+      state_.index_in_epoch = 0;
+    }
+    if (order_epoch != state_.epoch) {
+      order = epoch_order(n, config_.train.seed, state_.epoch, config_.data.shuffle, &data_rng_state_);
+      order_epoch = state_.epoch;
+    }
+    std::vector<std::vector<const PreferenceRecord*>> micro;
+    int64_t index = state_.index_in_epoch;
+    while (static_cast<int64_t>(micro.size()) < config_.train.gradient_accumulation_steps && index < n) {
+      std::vector<const PreferenceRecord*> batch;
+      for (int64_t k = index; k < std::min(n, index + bs); ++k) batch.push_back(&data[static_cast<size_t>(order[static_cast<size_t>(k)])]);
+      index = std::min(n, index + bs);
+      micro.push_back(std::move(batch));
+    }
+    StepMetrics metrics = optimizer_step(micro);
+    state_.index_in_epoch = index;
+    metrics.values["epoch"] = static_cast<double>(state_.epoch) + static_cast<double>(index) / static_cast<double>(n);
+    logger.log_step(metrics.step, metrics.values);
+    if (callbacks.on_step) callbacks.on_step(metrics);
+    if (config_.output.save_steps > 0 && state_.global_step % config_.output.save_steps == 0) {
+      const std::string dir = save_checkpoint(fingerprint);
+      last_saved = state_.global_step;
+      if (callbacks.on_checkpoint) callbacks.on_checkpoint(state_.global_step, dir);
+    }
+  }
+  if (last_saved != state_.global_step) {
+    const std::string dir = save_checkpoint(fingerprint);
+    if (callbacks.on_checkpoint) callbacks.on_checkpoint(state_.global_step, dir);
+  }
+  const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();
+  const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
+  fs::remove_all(temp_dir);
+  export_policy(temp_dir);
+  commit_checkpoint_dir(temp_dir, final_dir);
+  logger.finish(fmt::format("done: {} steps -> {}", state_.global_step, final_dir));
+  return final_dir;
+}
+
+void MpoTrainer::export_policy(const std::string& dir) const {
+  export_hf_checkpoint(*policy_, config_.model.path, dir, config_.model.dtype);
+}
+
+std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
+  const std::string name = fmt::format("{}{}", kCheckpointPrefix, state_.global_step);
+  const fs::path temp = fs::path(config_.output.dir) / fmt::format("{}{}", kTempCheckpointPrefix, state_.global_step);
+  const fs::path final_dir = fs::path(config_.output.dir) / name;
+  fs::remove_all(temp);
+  fs::create_directories(temp);
+  export_policy(temp.string());
+  save_adamw_state(*optimizer_, trainable_, (temp / kOptimizerFile).string());
+  save_torch_rng_state((temp / kRngFile).string());
+  running_.save((temp / kRunningMomentsFile).string());
+  if (data_rng_state_.empty())  // saved before the first step: the state the first epoch's shuffle leaves
+    epoch_order(data.num_examples, config_.train.seed, state_.epoch, config_.data.shuffle, &data_rng_state_);
+  json state{
+      {"format", kStateFormat},
+      {"global_step", state_.global_step},
+      {"epoch", state_.epoch},
+      {"index_in_epoch", state_.index_in_epoch},
+      {"scheduler", {{"last_step", state_.global_step}, {"warmup_steps", state_.warmup_steps}, {"total_steps", state_.total_steps},
+                     {"base_lr", config_.train.learning_rate}, {"type", "cosine_with_warmup"}}},
+      {"data", {{"path", config_.data.train}, {"num_examples", data.num_examples}, {"crc32c", data.crc32c}}},
+      {"data_rng", {{"seed", config_.train.seed}, {"epoch", state_.epoch}, {"mt19937_64", data_rng_state_}}},
+      {"config", config_.to_json()},
+  };
+  write_file_atomic((temp / kTrainerStateFile).string(), state.dump(2) + "\n");
+  write_manifest(temp.string());
+  commit_checkpoint_dir(temp.string(), final_dir.string());
+  prune_checkpoints(config_.output.dir, config_.output.save_total_limit);
+  return final_dir.string();
+}
+
+void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint& data) {
+  verify_manifest(checkpoint_dir);
+  const fs::path dir(checkpoint_dir);
+  const std::string state_path = (dir / kTrainerStateFile).string();
+  json state;
+  try {
+    state = json::parse(read_file(state_path));
+  } catch (const json::exception& e) {
+    throw InputError(state_path, fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!state.is_object() || state.value("format", "") != kStateFormat)
+    throw InputError(state_path, fmt::format("not a {} file", kStateFormat));
+  // Same data and the same step computation, or the continuation would not be the interrupted run's.
+  const json& saved_data = state.at("data");
+  if (state_field<int64_t>(saved_data, "num_examples", state_path) != data.num_examples ||
+      state_field<uint32_t>(saved_data, "crc32c", state_path) != data.crc32c)
+    throw InputError(config_.data.train,
+                     fmt::format("differs from the data the checkpoint {} was trained on ({} pairs, crc32c {:08x}); "
+                                 "resume needs the same file",
+                                 checkpoint_dir, saved_data.value("num_examples", int64_t{-1}),
+                                 saved_data.value("crc32c", uint32_t{0})));
+  std::vector<std::string> changed;
+  diff_keys(resume_relevant(state.at("config")), resume_relevant(config_.to_json()), "", changed);
+  if (!changed.empty()) {
+    std::string list;
+    for (const auto& c : changed) list += (list.empty() ? "" : "; ") + c;
+    throw InputError(state_path, "the config differs from the checkpoint's in: " + list);
+  }
+  const auto model_config = Qwen2_5_VLConfig::load((dir / "config.json").string());
+  qwen::load_checkpoint(*policy_, checkpoint_dir, model_config.text.tie_word_embeddings);
+  load_adamw_state(*optimizer_, trainable_, (dir / kOptimizerFile).string());
+  load_torch_rng_state((dir / kRngFile).string());
+  running_ = RunningMoments::load((dir / kRunningMomentsFile).string());
+  state_.global_step = state_field<int64_t>(state, "global_step", state_path);
+  state_.epoch = state_field<int64_t>(state, "epoch", state_path);
+  state_.index_in_epoch = state_field<int64_t>(state, "index_in_epoch", state_path);
+  const json& scheduler = state.at("scheduler");
+  state_.total_steps = state_field<int64_t>(scheduler, "total_steps", state_path);
+  state_.warmup_steps = state_field<int64_t>(scheduler, "warmup_steps", state_path);
+  if (state_.global_step < 0 || state_.epoch < 0 || state_.index_in_epoch < 0 || state_.index_in_epoch > data.num_examples)
+    throw InputError(state_path, "data cursor out of range");
+  // The data-order RNG is a function of (seed, epoch); the stored engine state double-checks that this build
+  // draws the same order.
+  std::string engine;
+  epoch_order(data.num_examples, config_.train.seed, state_.epoch, config_.data.shuffle, &engine);
+  if (engine != state_field<std::string>(state.at("data_rng"), "mt19937_64", state_path))
+    throw InputError(state_path, "data_rng: this build's data order differs from the checkpoint's");
+  data_rng_state_ = engine;
+}
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,126 @@
+#pragma once
+// The MPO trainer: policy (Qwen2.5-VL from an HF dir), a frozen reference (a copy of the initial policy, or
+// reference log-probs stored with the data), AdamW with linear warmup + cosine decay (transformers'
+// get_cosine_schedule_with_warmup), gradient accumulation, grad-norm clipping, a seeded data order, bf16
+// autocast on CUDA, per-step metrics, and exact checkpoint/resume (checkpoint.h).
+//
+// Offline use (mpo-train):
+//   MpoTrainer trainer(config);
+//   auto data = read_preference_jsonl(config.data.train, config.data.image_root);
+//   if (resume) trainer.resume(dir, fingerprint);
+//   trainer.train(data, fingerprint);           // epochs over `data`, checkpoints, then the final HF export
+//
+// Online rounds (issue 7) reuse the same object: the policy, optimizer, scheduler and δ persist across calls;
+// a round builds its pairs in memory and calls train() (or optimizer_step() directly) on them. Everything a
+// round must resume is in the checkpoint; the round number belongs with the data fingerprint of that round.
+//
+// Data order: epoch e visits the pairs in a permutation drawn by a Fisher-Yates shuffle with
+// std::mt19937_64 seeded from (seed, e) (identity when data.shuffle is false); micro-batches of batch_size
+// consecutive pairs; gradient_accumulation_steps micro-batches per optimizer step; an epoch's last step may
+// have fewer (an optimizer step never spans two epochs, as transformers' Trainer). Each micro-batch loss is
+// divided by the number of micro-batches of its step.
+//
+// Learning rate of optimizer step s (0-based): lr · λ(s), λ(s) = s / W for s < W, else
+// max(0, ½(1 + cos(π·(s − W)/max(1, T − W)))), W = ceil(warmup_ratio·T), T = total steps (transformers'
+// LambdaLR; the first step has lr 0 when W > 0). Weight decay applies to every trainable parameter except
+// biases and norm weights, by transformers' name patterns (bias, layernorm, rmsnorm, .norm., _norm).
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "adapters/hf/qwen2_5_vl_processor.h"
+#include "adapters/qwen2_5_vl/model.h"
+#include "mpo/preference_data.h"
+#include "mpo/running_moments.h"
+#include "mpo/train_config.h"
+
+namespace vlreward::mpo {
+
+struct TrainState {
+  int64_t global_step = 0;      // optimizer steps done
+  int64_t epoch = 0;            // the epoch of the next micro-batch
+  int64_t index_in_epoch = 0;   // position of the next pair in that epoch's order
+  int64_t total_steps = 0;      // T of the schedule (0 until train() sizes it)
+  int64_t warmup_steps = 0;     // W
+};
+
+struct StepMetrics {
+  int64_t step = 0;  // global step after this optimizer step (1-based)
+  std::map<std::string, double> values;  // loss, loss/<term>, rewards/*, logps/*, nll_loss, delta, lr, grad_norm, ...
+};
+
+struct TrainCallbacks {
+  std::function<void(const StepMetrics&)> on_step;
+  std::function<void(int64_t step, const std::string& dir)> on_checkpoint;
+};
+
+// λ(s) above.
+double cosine_schedule_factor(int64_t step, int64_t warmup_steps, int64_t total_steps);
+// Epoch `epoch`'s visiting order of n pairs (see above). `engine_state`, when given, receives the RNG's state
+// after the shuffle (stored in checkpoints as the data-order RNG state).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle,
+                                 std::string* engine_state = nullptr);
+// transformers' get_decay_parameter_names rule for one parameter name.
+bool uses_weight_decay(const std::string& parameter_name);
+// "--resume auto": the newest checkpoint-<step> of output_dir (nullopt when there is none); any other value is
+// a checkpoint directory taken as is.
+std::optional<std::string> resolve_resume(const std::string& resume, const std::string& output_dir);
+
+class MpoTrainer {
+ public:
+  // Loads the processor, the policy and (reference.source = model) the reference; applies the freeze switches;
+  // builds AdamW over the trainable parameters.
+  explicit MpoTrainer(TrainConfig config);
+  ~MpoTrainer();
+  MpoTrainer(const MpoTrainer&) = delete;
+  MpoTrainer& operator=(const MpoTrainer&) = delete;
+
+  // Restores everything from a checkpoint after verifying its manifest (InputError naming the file at fault).
+  // The checkpoint must belong to this data (fingerprint) and to the same training config (loss, train,
+  // freeze, reference sections): a mismatch is an error naming the keys.
+  void resume(const std::string& checkpoint_dir, const DataFingerprint& data);
+
+  // Trains until total steps (epochs × steps per epoch, or train.max_steps), saving checkpoints every
+  // output.save_steps and at the end, then exports the policy to <output.dir>/final_model. Returns the
+  // final model dir.
+  std::string train(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
+                    const TrainCallbacks& callbacks = {});
+
+  // One optimizer step over the given micro-batches (each a non-empty list of pairs). Advances global_step.
+  StepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);
+
+  // Writes <output.dir>/checkpoint-<global_step> atomically and prunes old ones; returns its path.
+  std::string save_checkpoint(const DataFingerprint& data);
+  // The policy as an HF checkpoint dir (weights, config, tokenizer, processor files).
+  void export_policy(const std::string& dir) const;
+
+  qwen::Qwen2_5_VLModel& policy() { return policy_; }
+  const TrainState& state() const { return state_; }
+  const RunningMoments& running_moments() const { return running_; }
+  const TrainConfig& config() const { return config_; }
+  // Trainable parameters in named_parameters() order.
+  const std::vector<std::pair<std::string, torch::Tensor>>& trainable_parameters() const { return trainable_; }
+  void set_total_steps(int64_t total_steps);
+  int64_t steps_per_epoch(int64_t num_examples) const;
+
+ private:
+  TrainConfig config_;
+  torch::Device device_;
+  std::unique_ptr<Qwen2_5_VLProcessor> processor_;
+  qwen::Qwen2_5_VLModel policy_{nullptr};
+  qwen::Qwen2_5_VLModel reference_{nullptr};
+  std::vector<std::pair<std::string, torch::Tensor>> trainable_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  RunningMoments running_;
+  TrainState state_;
+  std::string data_rng_state_;  // the data-order engine after shuffling state_.epoch
+};
+
+}  // namespace vlreward::mpo
