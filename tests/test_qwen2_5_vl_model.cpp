@@ -157,6 +157,39 @@ TEST(Model, BatchedRightPaddedEqualsOneAtATime) {
   }
 }
 
+TEST(Model, FusedAttentionAgreesWithExplicitOnCpuFp32) {
+  // On LibTorch >= 2 kFused runs scaled_dot_product_attention; on 1.13 both names run the explicit path.
+  torch::NoGradGuard no_grad;
+  auto model = tiny_model();
+  const auto& c = model->config();
+  auto batch = pad_batch({image_row(c, 4, 3, 6, 2), {4, 5, 6}}, 0, PaddingSide::kLeft);
+  ModelInput in{batch.input_ids, batch.attention_mask, torch::randn({16, c.vision.patch_input_size()}), {{1, 4, 4}}};
+  model->model->set_attention_impl(AttentionImpl::kExplicit);
+  auto explicit_logits = model->forward(in).logits;
+  model->model->set_attention_impl(AttentionImpl::kFused);
+  auto fused_logits = model->forward(in).logits;
+  auto real = batch.attention_mask.eq(1);
+  EXPECT_LE(relative_error(fused_logits.index({real}), explicit_logits.index({real})), 1e-5);
+}
+
+TEST(Model, Bfloat16OnCpuTracksFloat32) {
+  torch::NoGradGuard no_grad;
+  auto model = tiny_model(11);
+  Qwen2_5_VLModel bf16(tiny_config(), torch::TensorOptions().dtype(torch::kBFloat16));
+  {
+    auto source = model->named_parameters();
+    for (auto& p : bf16->named_parameters()) p.value().copy_(source[p.key()]);
+  }
+  bf16->eval();
+  const auto& c = model->config();
+  auto batch = pad_batch({image_row(c, 4, 2, 5, 1)}, 0, PaddingSide::kRight);
+  auto pixels = torch::randn({16, c.vision.patch_input_size()});
+  auto full = model->forward({batch.input_ids, batch.attention_mask, pixels, {{1, 4, 4}}}).logits;
+  auto half = bf16->forward({batch.input_ids, batch.attention_mask, pixels, {{1, 4, 4}}}).logits;
+  EXPECT_EQ(half.scalar_type(), torch::kBFloat16);
+  EXPECT_LE(relative_error(half.to(torch::kFloat32), full), 5e-2);
+}
+
 TEST(Model, ImageTokenCountMustMatchFeatures) {
   torch::NoGradGuard no_grad;
   auto model = tiny_model();

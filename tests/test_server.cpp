@@ -58,6 +58,7 @@ class FakeBackend : public RewardBackend {
   std::string name() const override { return "fake"; }
   RewardCapabilities capabilities() const override { return {true, false, true}; }
   std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    ++calls_started;
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
     {
       std::lock_guard<std::mutex> lock(mutex);
@@ -79,6 +80,7 @@ class FakeBackend : public RewardBackend {
     return out;
   }
   std::atomic<int> delay_ms{0};
+  std::atomic<int> calls_started{0};
   std::mutex mutex;
   std::vector<size_t> batch_sizes;
   std::vector<RewardRequest> seen;
@@ -314,6 +316,13 @@ struct RunningServer {
   FakeBackend backend;  // declared first: the server uses it until it is destroyed
   RewardServer server;
 };
+
+// Waits (up to 5 s) for a condition another thread makes true, instead of guessing with sleeps.
+void wait_until(const std::function<bool()>& condition) {
+  const auto give_up = Clock::now() + std::chrono::seconds(5);
+  while (!condition() && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(condition());
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Units: frames, config, chat-template recognition.
@@ -581,6 +590,19 @@ TEST(ServerRoutes, BinaryProtocolRoundTrip) {
   EXPECT_EQ(again->request_id(), 43u);
 }
 
+TEST(ServerRoutes, ExpectContinueIsAnswered) {
+  // curl sends "Expect: 100-continue" for larger bodies and waits for the interim response.
+  RunningServer s(test_config());
+  HttpClient client(s.http());
+  const std::string body = json{{"samples", {score_sample("c", "continued")}}}.dump();
+  auto interim = client.send_raw(fmt::format(
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.size()));
+  EXPECT_EQ(interim.status, 100);
+  auto reply = client.send_raw(body);
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_DOUBLE_EQ(reply.body_json()["results"][0]["score"].get<double>(), fake_score("continued"));
+}
+
 TEST(ServerRoutes, BackendExceptionIs500AndServerKeepsServing) {
   RunningServer s(test_config());
   HttpClient client(s.http());
@@ -742,7 +764,8 @@ TEST(ServerBatching, FullQueueAnswers503WithRetryAfter) {
     HttpClient c(s.http());
     c.post("/v1/score", json{{"samples", {score_sample("a", "a"), score_sample("b", "b")}}});
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int before = s.backend.calls_started.load();
+  wait_until([&] { return s.backend.calls_started.load() > before; });  // one sample computing, one queued
   BinaryClient binary(s.binary());
   serve::ScoreRequest request;
   *request.add_samples() = proto_sample("x", "q", "r");
@@ -756,19 +779,19 @@ TEST(ServerBatching, FullQueueAnswers503WithRetryAfter) {
 
 TEST(ServerBatching, DeadlineExceededIs504AndAbandonedSamplesAreDropped) {
   RunningServer s(test_config());
-  s.backend.delay_ms = 300;
+  s.backend.delay_ms = 600;
   std::thread blocker([&] {
     HttpClient c(s.http());
     c.post("/v1/score", json{{"samples", {score_sample("block", "block")}}});
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  wait_until([&] { return s.backend.calls_started.load() == 1; });
   HttpClient client(s.http());
   const auto started = Clock::now();
   auto reply = client.post("/v1/score", json{{"samples", {score_sample("late", "late")}}, {"deadline_ms", 100}});
   const auto elapsed = Clock::now() - started;
   EXPECT_EQ(reply.status, 504);
   EXPECT_EQ(reply.error_type(), "deadline_exceeded");
-  EXPECT_LT(elapsed, std::chrono::milliseconds(280)) << "the deadline must not wait for the backend";
+  EXPECT_LT(elapsed, std::chrono::milliseconds(450)) << "the deadline must not wait for the backend";
   blocker.join();
   s.backend.delay_ms = 0;
   EXPECT_EQ(client.post("/v1/score", json{{"samples", {score_sample("next", "next")}}}).status, 200);
@@ -791,7 +814,7 @@ TEST(ServerShutdown, StopDrainsInFlightRequestsThenRefusesConnections) {
       if (reply.status == 200 && reply.body_json()["results"][0]["score"].get<double>() == fake_score("drain me")) ++ok;
     });
   HttpClient idle(port);  // an idle keep-alive connection must not hold the shutdown up
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  wait_until([&] { return s.server.metrics().requests("/v1/score") == 6; });  // all received, most still queued
   const auto started = Clock::now();
   s.server.stop();
   s.server.wait();
@@ -816,7 +839,7 @@ TEST(ServerShutdown, RealSigtermDrainsAndStops) {
     HttpClient c(s.http());
     status = c.post("/v1/score", json{{"samples", {score_sample("sig", "sig")}}}).status;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  wait_until([&] { return s.backend.calls_started.load() == 1; });
   ::kill(::getpid(), SIGTERM);
   s.server.wait();
   client.join();

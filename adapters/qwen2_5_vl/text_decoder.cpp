@@ -38,7 +38,7 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const RotaryTab
     v = cache->values[layer].narrow(2, 0, end);
   }
   const int64_t n_rep = num_heads / num_kv_heads;
-  auto out = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, default_attention_impl());
+  auto out = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, impl);
   return o_proj->forward(out.transpose(1, 2).reshape({B, q_len, -1}));
 }
 
@@ -127,6 +127,10 @@ DecoderOutput TextDecoderImpl::forward(const torch::Tensor& inputs_embeds, const
   }
   out.last_hidden_state = h;
   return out;
+}
+
+void TextDecoderImpl::set_attention_impl(AttentionImpl impl) {
+  for (auto& layer : layers_) layer->self_attn->impl = impl;
 }
 
 KVCache TextDecoderImpl::make_cache(int64_t batch, int64_t capacity) const {

@@ -1,0 +1,197 @@
+// Reward scoring benchmark, C++ side: creates a reward backend from a JSON config (through the registry, as
+// reward-score does) and scores a JSONL file of requests (reward-score's input format) again and again.
+// Driven by bench_reward.py, which runs transformers + TRL's value head on the same checkpoint and files.
+//
+//   bench_reward --config JSON|FILE --input FILE.jsonl [--batch-size N] [--threads N] [--warmup N] [--repeat N]
+//                [--serve]
+//
+// One pass = the whole pipeline for every line of the file: read + parse the JSONL, then backend->score() on
+// consecutive groups of --batch-size requests (image decode, preprocessing, tokenization, forward, value head).
+// Relative image paths resolve against the JSONL file's directory.
+//
+// Default: --warmup untimed passes, then --repeat timed ones, one JSON line each
+//   {"pass": i, "items": n, "s": seconds, "cpu_s": process CPU seconds, "items_per_s": n / s}
+// and a last line {"items", "seconds" (median), "items_per_s" (from the median), "errors", "scores": [...]}.
+// --serve: print {"ready": ...}, then answer each stdin line "score" with one pass's JSON line (with "scores"),
+// until "quit" or end of input (so a driver can alternate this binary with other runs).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/mapped_file.h"
+#include "plugin/registry.h"
+#include "reward/backends.h"
+#include "reward/score_jsonl.h"
+
+using namespace vlreward;
+
+namespace {
+
+struct Args {
+  std::string config, input;
+  int64_t batch_size = 8;
+  int threads = 1;
+  int warmup = 1, repeat = 3;
+  bool serve = false;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "bench_reward: " << problem << "\n"
+            << "usage: bench_reward --config JSON|FILE --input FILE.jsonl [--batch-size N] [--threads N]\n"
+               "                    [--warmup N] [--repeat N] [--serve]\n";
+  std::exit(2);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--serve") {
+      a.serve = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage("missing value after " + flag);
+    const std::string value = argv[++i];
+    try {
+      if (flag == "--config") a.config = value;
+      else if (flag == "--input") a.input = value;
+      else if (flag == "--batch-size") a.batch_size = std::stoll(value);
+      else if (flag == "--threads") a.threads = std::stoi(value);
+      else if (flag == "--warmup") a.warmup = std::stoi(value);
+      else if (flag == "--repeat") a.repeat = std::stoi(value);
+      else usage("unknown flag " + flag);
+    } catch (const std::logic_error&) {
+      usage(flag + " needs an integer, got \"" + value + "\"");
+    }
+  }
+  if (a.config.empty() || a.input.empty()) usage("--config and --input are required");
+  if (a.batch_size < 1 || a.threads < 1 || a.warmup < 0 || a.repeat < 1)
+    usage("--batch-size, --threads and --repeat must be positive, --warmup non-negative");
+  return a;
+}
+
+// Inline JSON when it looks like an object, otherwise a file holding it.
+nlohmann::json load_config(const std::string& text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  const bool inline_json = first != std::string::npos && text[first] == '{';
+  try {
+    return nlohmann::json::parse(inline_json ? text : read_file(text));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error((inline_json ? std::string("--config") : text) + ": invalid JSON: " + e.what());
+  }
+}
+
+using Clock = std::chrono::steady_clock;
+
+// CPU time of the whole process (all threads): robust to other work on a shared machine.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+struct Pass {
+  double s = 0, cpu_s = 0;
+  std::vector<double> scores;  // NaN for failed items
+  std::vector<std::string> errors;
+};
+
+Pass score_file(RewardBackend& backend, const Args& args) {
+  Pass pass;
+  const auto start = Clock::now();
+  const double cpu_start = cpu_seconds();
+  const std::string image_root = std::filesystem::path(args.input).parent_path().string();
+  std::ifstream in(args.input);
+  if (!in) throw std::runtime_error(args.input + ": cannot open");
+  std::vector<RewardRequest> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    for (auto& result : backend.score(batch)) {
+      pass.scores.push_back(result.ok() ? *result.score : std::nan(""));
+      if (!result.ok()) pass.errors.push_back(result.error);
+    }
+    batch.clear();
+  };
+  int64_t line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    batch.push_back(parse_score_line(line, line_number, image_root));
+    if (static_cast<int64_t>(batch.size()) >= args.batch_size) flush();
+  }
+  flush();
+  pass.s = std::chrono::duration<double>(Clock::now() - start).count();
+  pass.cpu_s = cpu_seconds() - cpu_start;
+  return pass;
+}
+
+nlohmann::json pass_json(const Pass& pass) {
+  const auto n = static_cast<double>(pass.scores.size());
+  return {{"items", pass.scores.size()}, {"s", pass.s}, {"cpu_s", pass.cpu_s}, {"items_per_s", n / pass.s},
+          {"errors", pass.errors}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse_args(argc, argv);
+  at::set_num_threads(args.threads);
+  try {
+    RewardRegistry registry;
+    register_reward_backends(registry);
+    auto backend = registry.create(load_config(args.config));
+
+    if (args.serve) {
+      std::cout << nlohmann::json{{"ready", true}, {"backend", backend->name()}, {"threads", at::get_num_threads()}}
+                       .dump()
+                << std::endl;
+      for (std::string line; std::getline(std::cin, line);) {
+        if (line == "quit") break;
+        nlohmann::json out;
+        if (line == "score") {
+          const Pass pass = score_file(*backend, args);
+          out = pass_json(pass);
+          out["scores"] = pass.scores;
+        } else {
+          out["error"] = "unknown command \"" + line + "\" (score | quit)";
+        }
+        std::cout << out.dump() << std::endl;
+      }
+      return 0;
+    }
+
+    for (int i = 0; i < args.warmup; ++i) score_file(*backend, args);
+    std::vector<double> seconds;
+    Pass last;
+    for (int i = 0; i < args.repeat; ++i) {
+      last = score_file(*backend, args);
+      seconds.push_back(last.s);
+      auto out = pass_json(last);
+      out["pass"] = i + 1;
+      out.erase("errors");
+      std::cout << out.dump() << std::endl;
+    }
+    std::sort(seconds.begin(), seconds.end());
+    const double median = seconds[seconds.size() / 2];  // odd --repeat gives the true median
+    const auto n = static_cast<double>(last.scores.size());
+    std::cout << nlohmann::json{{"items", last.scores.size()}, {"seconds", median}, {"items_per_s", n / median},
+                                {"errors", last.errors}, {"scores", last.scores}}
+                     .dump()
+              << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_reward: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
