@@ -1,0 +1,202 @@
+// MPO optimizer-step benchmark, C++ side. Driven by bench_mpo.py, which runs TRL 0.28's DPOTrainer on the same
+// checkpoint, pairs and config in a separate process and prints the ratios.
+//
+//   bench_mpo --checkpoint DIR --pairs FILE.jsonl [--steps N] [--threads N]
+//
+// Tokenizes the pairs once (tokenize_pair; the whole file is one batch), loads the policy and a frozen reference
+// copy (float32), then runs N optimizer steps on that batch exactly as tests/test_mpo_step.cpp does:
+// policy forward -> completion log-probs -> reference forward (no grad) -> MPO loss (sigmoid 0.8, bco_pair 0.2,
+// sft 1.0, beta 0.1) -> backward -> clip_grad_norm_(1.0) -> AdamW (lr 1e-3, weight decay 0.05 except biases and
+// norm weights) -> zero_grad. Prints one JSON line: per-step wall and CPU seconds and losses, the resident set
+// after loading and the peak resident set of the process (both in MiB).
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/hf/qwen2_5_vl_processor.h"
+#include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/weights.h"
+#include "mpo/logprobs.h"
+#include "mpo/losses.h"
+#include "mpo/pair_tokenization.h"
+#include "mpo/running_moments.h"
+
+using namespace vlreward;
+using namespace vlreward::mpo;
+
+namespace {
+
+struct Args {
+  std::string checkpoint, pairs;
+  int steps = 4;
+  int threads = 1;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "bench_mpo: " << problem << "\n"
+            << "usage: bench_mpo --checkpoint DIR --pairs FILE.jsonl [--steps N] [--threads N]\n";
+  std::exit(2);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage("missing value after " + flag);
+    const std::string value = argv[++i];
+    if (flag == "--checkpoint") a.checkpoint = value;
+    else if (flag == "--pairs") a.pairs = value;
+    else if (flag == "--steps") a.steps = std::stoi(value);
+    else if (flag == "--threads") a.threads = std::stoi(value);
+    else usage("unknown flag " + flag);
+  }
+  if (a.checkpoint.empty() || a.pairs.empty()) usage("--checkpoint and --pairs are required");
+  if (a.steps < 1 || a.threads < 1) usage("--steps and --threads must be positive");
+  return a;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+double current_rss_mib() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+// transformers' Trainer.get_decay_parameter_names rule (see tests/test_mpo_step.cpp).
+bool decays(std::string name) {
+  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(^|\.)norm($|\.)|_norm($|\.))");
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  return !std::regex_search(name, no_decay);
+}
+
+std::vector<PreferenceExample> read_pairs(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) usage("cannot open " + path);
+  const std::string dir = path.substr(0, path.find_last_of('/') + 1);
+  std::vector<PreferenceExample> out;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    PreferenceExample e;
+    e.id = j.at("id").get<std::string>();
+    for (const auto& rel : j.at("images")) e.images.push_back(RewardImage::from_path(dir + rel.get<std::string>()));
+    if (j.contains("system")) e.system_prompt = j.at("system").get<std::string>();
+    e.question = j.at("question").get<std::string>();
+    e.chosen = j.at("chosen").get<std::string>();
+    e.rejected = j.at("rejected").get<std::string>();
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse_args(argc, argv);
+  at::set_num_threads(args.threads);
+  try {
+    const auto processor = Qwen2_5_VLProcessor::from_directory(args.checkpoint);
+    std::vector<PreferencePairTokens> tokens;
+    std::vector<float> pixels;
+    std::vector<qwen::GridTHW> grids;
+    int64_t rows = 0, row_size = 0;
+    for (const auto& e : read_pairs(args.pairs)) {
+      auto t = tokenize_pair(processor, e, args.pairs + ": " + e.id);
+      tokens.push_back(t.tokens);
+      pixels.insert(pixels.end(), t.images.pixel_values.begin(), t.images.pixel_values.end());
+      grids.insert(grids.end(), t.images.grid_thw.begin(), t.images.grid_thw.end());
+      rows += t.images.rows;
+      row_size = t.images.row_size;
+    }
+    const auto pixel_values = torch::from_blob(pixels.data(), {rows, row_size}, torch::kFloat32).clone();
+    const auto batch = build_concatenated_batch(tokens, processor.pad_token_id(), pixel_values, grids);
+
+    const auto config = Qwen2_5_VLConfig::load(args.checkpoint + "/config.json");
+    auto load = [&] {
+      qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
+      qwen::load_checkpoint(*model, args.checkpoint, config.text.tie_word_embeddings);
+      return model;
+    };
+    auto policy = load();
+    auto reference = load();
+    policy->train();
+    reference->eval();
+    for (auto& p : reference->parameters()) p.set_requires_grad(false);
+    const double rss_after_load = current_rss_mib();
+
+    std::vector<torch::Tensor> decay, no_decay;
+    for (const auto& item : policy->named_parameters()) (decays(item.key()) ? decay : no_decay).push_back(item.value());
+    auto options = [](double weight_decay) {
+      return std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.999}).eps(1e-8).weight_decay(weight_decay));
+    };
+    torch::optim::AdamW optimizer({torch::optim::OptimizerParamGroup(decay, options(0.05)),
+                                   torch::optim::OptimizerParamGroup(no_decay, options(0.0))});
+    const auto params = policy->parameters();
+    const LossConfig loss_config = LossConfig::mpo();
+    RunningMoments running;
+
+    nlohmann::json out;
+    out["params"] = 0;
+    for (const auto& p : params) out["params"] = out["params"].get<int64_t>() + p.numel();
+    out["tokens"] = batch.input.attention_mask.sum().item<int64_t>();
+    out["seq_len"] = batch.input.input_ids.size(1);
+    out["patches"] = rows;
+    for (int step = 0; step < args.steps; ++step) {
+      const auto start = Clock::now();
+      const double cpu = cpu_seconds();
+      const auto logits = policy->forward(batch.input).logits;
+      const auto lp = completion_logps(logits, batch.input.input_ids, batch.completion_mask);
+      const auto pol = split_pairs(lp.sequence_logps, batch.num_pairs);
+      const auto nll = sft_nll(lp, batch.input.input_ids, batch.num_pairs, SftTokens::kTrl028IgnoreIdZero);
+      PairLogps ref;
+      {
+        torch::NoGradGuard no_grad;
+        const auto ref_logits = reference->forward(batch.input).logits;
+        ref = split_pairs(completion_logps(ref_logits, batch.input.input_ids, batch.completion_mask).sequence_logps,
+                          batch.num_pairs);
+      }
+      auto result = compute_mpo_loss(loss_config, {pol.chosen, pol.rejected, ref.chosen, ref.rejected}, nll, &running);
+      result.loss.backward();
+      torch::nn::utils::clip_grad_norm_(params, 1.0);
+      optimizer.step();
+      optimizer.zero_grad();
+      out["step_s"].push_back(std::chrono::duration<double>(Clock::now() - start).count());
+      out["step_cpu_s"].push_back(cpu_seconds() - cpu);
+      out["losses"].push_back(result.loss.item<double>());
+    }
+    out["rss_after_load_mib"] = rss_after_load;
+    out["peak_rss_mib"] = peak_rss_mib();
+    std::cout << out.dump() << std::endl;
+  } catch (const std::exception& e) {
+    std::cout << nlohmann::json{{"error", e.what()}}.dump() << std::endl;
+    return 1;
+  }
+  return 0;
+}
