@@ -356,6 +356,8 @@ TEST(MpoStep, OneOptimizerStepMatchesTrl) {
   for (auto& p : policy->parameters()) params.push_back(p);
   const double grad_norm = torch::nn::utils::clip_grad_norm_(params, cfg["max_grad_norm"].get<double>());
   expect_close(grad_norm, m["step"]["logged"]["grad_norm"].get<double>(), 1e-5, "grad_norm", loss_err);
+  std::printf("[mpo_step] loss %.9g (TRL %.9g), grad_norm %.9g (TRL %.9g)\n", result.loss.item<double>(),
+              m["step"]["loss"].get<double>(), grad_norm, m["step"]["logged"]["grad_norm"].get<double>());
 
   std::vector<torch::Tensor> decay, no_decay;
   std::set<std::string> no_decay_names;
