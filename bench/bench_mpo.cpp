@@ -8,8 +8,8 @@
 // policy forward -> completion log-probs -> reference forward (no grad) -> MPO loss (sigmoid 0.8, bco_pair 0.2,
 // sft 1.0, beta 0.1) -> backward -> clip_grad_norm_(1.0) -> AdamW (lr 1e-3, weight decay 0.05 except biases and
 // norm weights) -> zero_grad. Prints one JSON line: per-step wall and CPU seconds and losses, the resident set
-// after loading and the peak resident set of the process (both in MiB).
-#include <sys/resource.h>
+// after loading and the peak resident set of the process (VmHWM), both in MiB.
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -75,10 +75,13 @@ double cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// VmHWM of /proc/self/status: the peak resident set of this process image. (getrusage's ru_maxrss is not used:
+// Linux carries it across fork + execve, so it would report the launching Python process's peak.)
 double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  123456 kB"
+  return -1;
 }
 
 double current_rss_mib() {

@@ -268,7 +268,7 @@ TEST(MpoStep, TokenizePairErrorsNameThePair) {
   expect_error(e, "neither bytes nor a path");
   e = base;
   e.question = "Is <|image_pad|> here?";  // one image, two pads
-  expect_error(e, "image");
+  expect_error(e, "2 <|image_pad|> tokens but 1 image grids");
 }
 
 TEST(MpoStep, TextOnlyPairHasNoVisionTokens) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -612,10 +613,43 @@ TEST(MpoTrainerExport, FinalModelLoadsBackBitIdentical) {
   EXPECT_EQ(metrics[1]["lr"].get<double>(), 1e-3);
   EXPECT_GT(metrics[1]["tokens_per_second"].get<double>(), 0.0);
   EXPECT_EQ(trainer->state().warmup_steps, 1);
+  // Step 1: the reference is a frozen copy of the initial policy, so every reward β·(logπθ − logπref) is 0,
+  // and so is δ (their running mean).
+  EXPECT_EQ(metrics[0]["rewards/chosen"].get<double>(), 0.0);
+  EXPECT_EQ(metrics[0]["rewards/rejected"].get<double>(), 0.0);
+  EXPECT_EQ(metrics[0]["delta"].get<double>(), 0.0);
+  EXPECT_NEAR(metrics[0]["loss/sigmoid"].get<double>(), std::log(2.0), 1e-6);
   bool have_events = false;
   for (const auto& entry : fs::directory_iterator(dir / "run/tensorboard"))
     have_events |= entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
   EXPECT_TRUE(have_events);
+}
+
+TEST(MpoTrainerReference, PrecomputedReferenceLogpsFromTheData) {
+  TempDir dir;
+  write_pairs(dir);
+  const std::string config_path = write_config(dir, dir / "run", "  batch_size: 6\n  max_steps: 1\n");
+  auto config = load_train_config(config_path, {"reference.source=precomputed"});
+  auto data = read_preference_jsonl(config.data.train);
+  {  // a pair without them is named
+    MpoTrainer trainer(config);
+    const std::string error = error_of([&] { trainer.train(data, fingerprint_file(config.data.train, 6)); });
+    EXPECT_NE(error.find(config.data.train + ":1: ref_chosen_logp/ref_rejected_logp: missing"), std::string::npos) << error;
+  }
+  // With every stored reference log-prob at -10, the rewards are β·(mean policy log-prob + 10): the stored values
+  // are what the loss uses (a model reference would give 0 at the first step).
+  for (auto& r : data) {
+    r.ref_chosen_logp = -10.0;
+    r.ref_rejected_logp = -10.0;
+  }
+  MpoTrainer trainer(config);
+  std::vector<const PreferenceRecord*> batch;
+  for (const auto& r : data) batch.push_back(&r);
+  trainer.set_total_steps(1);
+  const auto metrics = trainer.optimizer_step({batch}).values;
+  EXPECT_NEAR(metrics.at("rewards/chosen"), 0.1 * (metrics.at("logps/chosen") + 10.0), 1e-5);
+  EXPECT_NEAR(metrics.at("rewards/rejected"), 0.1 * (metrics.at("logps/rejected") + 10.0), 1e-5);
+  EXPECT_NE(metrics.at("rewards/chosen"), 0.0);
 }
 
 // ---- (6) freeze switches ---------------------------------------------------------------------------------------
