@@ -142,3 +142,26 @@ TEST(SkyworkVL, ConfigErrorsNameTheKey) {
   config = backend_config("float16");
   EXPECT_THROW(make(config), RewardConfigError);
 }
+
+TEST(SkyworkVL, CompositeCombinesRuleFormatAndNeuralScores) {
+  // R1V2's hybrid reward r = r_rule + r_θ + r_format, here with weights 2.0 / 0.5 / 0.25.
+  nlohmann::json config = {
+      {"type", "composite"},
+      {"components",
+       {{{"name", "rule"}, {"weight", 2.0}, {"backend", {{"type", "exact_match"}}}},
+        {{"name", "model"}, {"weight", 0.5}, {"backend", backend_config()}},
+        {{"name", "format"}, {"weight", 0.25}, {"backend", {{"type", "format"}, {"pattern", "[A-Z].*"}}}}}}};
+  auto composite = make(config);
+  const auto& data = items();
+  // Item 0 answers "B" to reference "B" (rule 1); item 1 answers "The answer is: A" (rule 0). Both start with a
+  // capital letter (format 1).
+  auto results = composite->score({data.requests[0], data.requests[1]});
+  const double rule[] = {1.0, 0.0};
+  for (size_t k = 0; k < 2; ++k) {
+    ASSERT_TRUE(results[k].ok()) << results[k].error;
+    EXPECT_NEAR(results[k].components.at("model"), data.expected[k], 1e-4 * std::max(1.0, std::abs(data.expected[k])));
+    EXPECT_EQ(results[k].components.at("rule"), rule[k]);
+    EXPECT_EQ(results[k].components.at("format"), 1.0);
+    EXPECT_NEAR(*results[k].score, 2.0 * rule[k] + 0.5 * data.expected[k] + 0.25, 1e-4);
+  }
+}
