@@ -1,8 +1,6 @@
 #include "reward/skywork_vl_backend.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <numeric>
 
@@ -18,7 +16,6 @@
 
 namespace vlreward {
 namespace {
-double g_prep = 0, g_fwd = 0;
 
 torch::ScalarType parse_dtype(const std::string& name, const std::string& where) {
   if (name == "float32") return torch::kFloat32;
@@ -56,9 +53,7 @@ class SkyworkVLReward : public RewardBackend {
     std::vector<RewardResult> results(batch.size());
     std::vector<PreparedItem> items;
     items.reserve(batch.size());
-    auto t0 = std::chrono::steady_clock::now();
     for (const auto& request : batch) items.push_back(prepare(request));
-    g_prep += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     // Longest first, then greedily fill batches under the token and size budgets (padding stays small).
     std::vector<size_t> order;
@@ -78,10 +73,7 @@ class SkyworkVLReward : public RewardBackend {
       std::vector<size_t> group(order.begin() + static_cast<std::ptrdiff_t>(start),
                                 order.begin() + static_cast<std::ptrdiff_t>(end));
       try {
-        auto t1 = std::chrono::steady_clock::now();
         auto scores = forward(items, group);
-        g_fwd += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-        if (getenv("RB_T")) fprintf(stderr, "prep %.3f fwd %.3f\n", g_prep, g_fwd);
         for (size_t k = 0; k < group.size(); ++k) results[group[k]] = RewardResult::success(scores[k]);
       } catch (const std::exception& e) {
         for (size_t index : group) results[index] = RewardResult::failure(std::string("scoring failed: ") + e.what());

@@ -4,56 +4,19 @@
 #include <fmt/format.h>
 
 #include "adapters/server/frame_codec.h"
-#include "adapters/server/server_context.h"
+#include "adapters/server/connection_session.h"
 #include "reward_service.pb.h"
 
 namespace vlreward {
 namespace {
 
-constexpr auto kLingerTime = std::chrono::milliseconds(500);
 
-class BinarySession : public Session {
+class BinarySession : public ConnectionSession<BinarySession> {
  public:
-  BinarySession(ServerContext& context, tcp::socket socket)
-      : context_(context), socket_(std::move(socket)), timer_(socket_.get_executor()) {}
-
-  ~BinarySession() override {
-    context_.remove_session(id_);
-    context_.metrics.connection_closed();
-  }
-
-  void start() {
-    id_ = context_.add_session(shared_from_this());
-    context_.metrics.connection_opened();
-    read_header();
-  }
-
-  void on_shutdown() override {
-    asio::post(socket_.get_executor(), [self = self()] {
-      if (self->state_ == State::kReading) self->close();
-    });
-  }
+  using ConnectionSession::ConnectionSession;
 
  private:
-  enum class State { kReading, kProcessing, kWriting, kClosed };
-
-  std::shared_ptr<BinarySession> self() { return std::static_pointer_cast<BinarySession>(shared_from_this()); }
-
-  void arm_timer(int64_t ms) {
-    const uint64_t generation = ++timer_generation_;
-    timed_out_ = false;
-    timer_.expires_after(std::chrono::milliseconds(ms));
-    timer_.async_wait([self = self(), generation](const boost::system::error_code& ec) {
-      if (ec || generation != self->timer_generation_) return;
-      self->timed_out_ = true;
-      boost::system::error_code ignored;
-      self->socket_.cancel(ignored);
-    });
-  }
-  void disarm_timer() {
-    ++timer_generation_;
-    timer_.cancel();
-  }
+  friend class ConnectionSession<BinarySession>;
 
   void read_header() {
     if (context_.stopping.load()) return close();
@@ -179,42 +142,10 @@ class BinarySession : public Session {
                       });
   }
 
-  void linger_close() {
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    state_ = State::kClosed;
-    arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(kLingerTime).count());
-    drain();
-  }
-  void drain() {
-    socket_.async_read_some(asio::buffer(scratch_), [self = self()](const boost::system::error_code& ec, size_t n) {
-      self->drained_ += n;
-      if (ec || self->drained_ > (4u << 20)) return self->close();
-      self->drain();
-    });
-  }
-
-  void close() {
-    disarm_timer();
-    state_ = State::kClosed;
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-  }
-
-  ServerContext& context_;
-  tcp::socket socket_;
-  asio::steady_timer timer_;
-  uint64_t timer_generation_ = 0;
-  bool timed_out_ = false;
-  uint64_t id_ = 0;
-  State state_ = State::kReading;
   std::array<unsigned char, kFrameHeaderBytes> header_{};
   std::string payload_;
   std::string out_;
   std::chrono::steady_clock::time_point received_;
-  std::array<char, 16384> scratch_{};
-  size_t drained_ = 0;
 };
 
 }  // namespace

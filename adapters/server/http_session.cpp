@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "adapters/server/server_context.h"
+#include "adapters/server/connection_session.h"
 
 namespace vlreward {
 namespace {
@@ -17,8 +17,6 @@ namespace http = beast::http;
 using nlohmann::json;
 
 constexpr uint32_t kHeaderLimit = 16 * 1024;
-constexpr auto kLingerTime = std::chrono::milliseconds(500);
-constexpr size_t kLingerBytes = 4 << 20;
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double ns_to_ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
@@ -27,49 +25,12 @@ json error_body(ServeErrorKind kind, const std::string& message) {
   return {{"error", {{"type", metric_label(kind)}, {"message", message}}}};
 }
 
-class HttpSession : public Session {
+class HttpSession : public ConnectionSession<HttpSession> {
  public:
-  HttpSession(ServerContext& context, tcp::socket socket)
-      : context_(context), socket_(std::move(socket)), timer_(socket_.get_executor()) {}
-
-  ~HttpSession() override {
-    context_.remove_session(id_);
-    context_.metrics.connection_closed();
-  }
-
-  void start() {
-    id_ = context_.add_session(shared_from_this());
-    context_.metrics.connection_opened();
-    read_header();
-  }
-
-  void on_shutdown() override {
-    asio::post(socket_.get_executor(), [self = self()] {
-      if (self->state_ == State::kReading) self->close();
-    });
-  }
+  using ConnectionSession::ConnectionSession;
 
  private:
-  enum class State { kReading, kProcessing, kWriting, kClosed };
-
-  std::shared_ptr<HttpSession> self() { return std::static_pointer_cast<HttpSession>(shared_from_this()); }
-
-  // The timer cancels the socket's pending operation; the generation guards against a stale expiry.
-  void arm_timer(int64_t ms) {
-    const uint64_t generation = ++timer_generation_;
-    timed_out_ = false;
-    timer_.expires_after(std::chrono::milliseconds(ms));
-    timer_.async_wait([self = self(), generation](const boost::system::error_code& ec) {
-      if (ec || generation != self->timer_generation_) return;
-      self->timed_out_ = true;
-      boost::system::error_code ignored;
-      self->socket_.cancel(ignored);
-    });
-  }
-  void disarm_timer() {
-    ++timer_generation_;
-    timer_.cancel();
-  }
+  friend class ConnectionSession<HttpSession>;
 
   void read_header() {
     if (context_.stopping.load()) return close();
@@ -350,37 +311,7 @@ class HttpSession : public Session {
 
   // Half-close, then discard what the client still sends for a moment, so it reads our response instead of a
   // reset (closing with unread input would send RST).
-  void linger_close() {
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    state_ = State::kClosed;
-    arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(kLingerTime).count());
-    drain();
-  }
-  void drain() {
-    socket_.async_read_some(asio::buffer(scratch_), [self = self()](const boost::system::error_code& ec, size_t n) {
-      self->drained_ += n;
-      if (ec || self->drained_ > kLingerBytes) return self->close();
-      self->drain();
-    });
-  }
-
-  void close() {
-    disarm_timer();
-    state_ = State::kClosed;
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-  }
-
-  ServerContext& context_;
-  tcp::socket socket_;
-  asio::steady_timer timer_;
-  uint64_t timer_generation_ = 0;
-  bool timed_out_ = false;
-  uint64_t id_ = 0;
   uint64_t request_count_ = 0;
-  State state_ = State::kReading;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> request_;
@@ -389,8 +320,6 @@ class HttpSession : public Session {
   std::string route_;
   std::string allow_;
   std::chrono::steady_clock::time_point received_;
-  std::array<char, 16384> scratch_{};
-  size_t drained_ = 0;
 };
 
 }  // namespace
