@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include "adapters/hf/safetensors.h"
@@ -35,6 +37,8 @@
 
 using namespace vlreward;
 using namespace vlreward::qwen;
+
+namespace po = boost::program_options;
 
 namespace {
 
@@ -53,17 +57,19 @@ struct Args {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage("missing value after " + flag);
-    const std::string value = argv[++i];
-    if (flag == "--checkpoint") a.checkpoint = value;
-    else if (flag == "--inputs") a.inputs = value;
-    else if (flag == "--threads") a.threads = std::stoi(value);
-    else if (flag == "--new-tokens") a.new_tokens = std::stoll(value);
-    else usage("unknown flag " + flag);
+  po::options_description options("bench_model options");
+  options.add_options()
+      ("checkpoint", po::value(&a.checkpoint)->required(), "HF checkpoint directory")
+      ("inputs", po::value(&a.inputs)->required(), "inputs file written by bench_model.py")
+      ("threads", po::value(&a.threads)->default_value(1), "intra-op threads")
+      ("new-tokens", po::value(&a.new_tokens)->default_value(64), "tokens to decode");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    usage(e.what());
   }
-  if (a.checkpoint.empty() || a.inputs.empty()) usage("--checkpoint and --inputs are required");
   if (a.threads < 1 || a.new_tokens < 1) usage("--threads and --new-tokens must be positive");
   return a;
 }

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include "adapters/hf/qwen2_5_vl_config.h"
@@ -35,6 +37,8 @@
 
 using namespace vlreward;
 using namespace vlreward::mpo;
+
+namespace po = boost::program_options;
 
 namespace {
 
@@ -52,17 +56,19 @@ struct Args {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage("missing value after " + flag);
-    const std::string value = argv[++i];
-    if (flag == "--checkpoint") a.checkpoint = value;
-    else if (flag == "--pairs") a.pairs = value;
-    else if (flag == "--steps") a.steps = std::stoi(value);
-    else if (flag == "--threads") a.threads = std::stoi(value);
-    else usage("unknown flag " + flag);
+  po::options_description options("bench_mpo options");
+  options.add_options()
+      ("checkpoint", po::value(&a.checkpoint)->required(), "HF checkpoint directory (policy and reference)")
+      ("pairs", po::value(&a.pairs)->required(), "preference pairs JSONL")
+      ("steps", po::value(&a.steps)->default_value(4), "timed optimizer steps")
+      ("threads", po::value(&a.threads)->default_value(1), "intra-op threads");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    usage(e.what());
   }
-  if (a.checkpoint.empty() || a.pairs.empty()) usage("--checkpoint and --pairs are required");
   if (a.steps < 1 || a.threads < 1) usage("--steps and --threads must be positive");
   return a;
 }

@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
@@ -35,6 +37,8 @@
 #include "reward/score_jsonl.h"
 
 using namespace vlreward;
+
+namespace po = boost::program_options;
 
 namespace {
 
@@ -55,27 +59,22 @@ struct Args {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--serve") {
-      a.serve = true;
-      continue;
-    }
-    if (i + 1 >= argc) usage("missing value after " + flag);
-    const std::string value = argv[++i];
-    try {
-      if (flag == "--config") a.config = value;
-      else if (flag == "--input") a.input = value;
-      else if (flag == "--batch-size") a.batch_size = std::stoll(value);
-      else if (flag == "--threads") a.threads = std::stoi(value);
-      else if (flag == "--warmup") a.warmup = std::stoi(value);
-      else if (flag == "--repeat") a.repeat = std::stoi(value);
-      else usage("unknown flag " + flag);
-    } catch (const std::logic_error&) {
-      usage(flag + " needs an integer, got \"" + value + "\"");
-    }
+  po::options_description options("bench_reward options");
+  options.add_options()
+      ("config", po::value(&a.config)->required(), "backend config: JSON text or a file")
+      ("input", po::value(&a.input)->required(), "reward-score JSONL")
+      ("batch-size", po::value(&a.batch_size)->default_value(8), "requests per backend call")
+      ("threads", po::value(&a.threads)->default_value(1), "intra-op threads")
+      ("warmup", po::value(&a.warmup)->default_value(1), "untimed passes")
+      ("repeat", po::value(&a.repeat)->default_value(3), "timed passes")
+      ("serve", po::bool_switch(&a.serve), "read commands on stdin");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    usage(e.what());
   }
-  if (a.config.empty() || a.input.empty()) usage("--config and --input are required");
   if (a.batch_size < 1 || a.threads < 1 || a.warmup < 0 || a.repeat < 1)
     usage("--batch-size, --threads and --repeat must be positive, --warmup non-negative");
   return a;

@@ -13,9 +13,13 @@
 #include <thread>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/tokenizer.h"
+
+namespace po = boost::program_options;
 
 namespace {
 
@@ -36,18 +40,22 @@ int main(int argc, char** argv) {
   std::string tokenizer_path, text_path, ids_out;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int repeat = 3;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (i + 1 >= argc) return usage();
-    const std::string value = argv[++i];
-    if (arg == "--tokenizer") tokenizer_path = value;
-    else if (arg == "--text") text_path = value;
-    else if (arg == "--ids-out") ids_out = value;
-    else if (arg == "--threads") threads = std::stoi(value);
-    else if (arg == "--repeat") repeat = std::max(1, std::stoi(value));
-    else return usage();
+  po::options_description options("bench_tokenizer options");
+  options.add_options()
+      ("tokenizer", po::value(&tokenizer_path)->required(), "tokenizer.json")
+      ("text", po::value(&text_path)->required(), "text file, one document per line")
+      ("ids-out", po::value(&ids_out), "write the ids here (for the identity check)")
+      ("threads", po::value(&threads), "threads for batch encode")
+      ("repeat", po::value(&repeat), "timed repetitions");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "bench_tokenizer: %s\n", e.what());
+    return usage();
   }
-  if (tokenizer_path.empty() || text_path.empty()) return usage();
+  repeat = std::max(1, repeat);
   try {
     const auto tokenizer = vlreward::Tokenizer::from_files(tokenizer_path);
     const std::string text = vlreward::read_file(text_path);
