@@ -208,7 +208,9 @@ TEST(MpoStep, TokenizePairMatchesTrlRows) {
     EXPECT_EQ(got.tokens.chosen, ids_of(expected(id + ".chosen_ids"))) << id;
     EXPECT_EQ(got.tokens.rejected, ids_of(expected(id + ".rejected_ids"))) << id;
     // p0's chosen holds "!" = id 0, which TRL 0.28's SFT term skips (SftTokens::kTrl028IgnoreIdZero matters here)
-    if (id == "p0") EXPECT_NE(std::count(got.tokens.chosen.begin(), got.tokens.chosen.end(), 0), 0);
+    if (id == "p0") {
+      EXPECT_NE(std::count(got.tokens.chosen.begin(), got.tokens.chosen.end(), 0), 0);
+    }
     // TRL's completions end with "<|im_end|>\n" (end of turn and the newline after it)
     const int64_t im_end = processor().encode("<|im_end|>").at(0);
     ASSERT_GE(got.tokens.chosen.size(), 2u);
@@ -396,7 +398,7 @@ TEST(MpoStep, OneOptimizerStepMatchesTrl) {
 
   // --- updated parameters ---
   const double lr = cfg["learning_rate"].get<double>();
-  ParamCheck check{lr};
+  ParamCheck check{lr, {}, {}};
   const auto token_ids = expected("rows.token_ids");
   for (const auto& item : named) {
     const auto& rec = m["params"].at(item.key());
