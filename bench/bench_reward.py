@@ -19,9 +19,11 @@ The workload (the same files for both sides): --items requests in reward-score's
     (trl.experimental.ppo, trl 0.28); score = value[b, sum(attention_mask[b]) - 1]. Under torch.inference_mode(),
     with attn_implementation "eager" and "sdpa" (two reference sides).
   * C++: bench_reward --serve with the registry config {"type": "skywork_vl", ...}, max_batch_size = --batch and
-    an unlimited token budget, so it makes the same groups (one forward per group, right padding); one pass reads
-    the JSONL and calls backend->score() per group of --batch (image decode, preprocessing, tokenization, forward,
-    value head all inside).
+    an unlimited token budget; one pass reads the JSONL and calls backend->score() per group of --batch requests
+    (image decode, preprocessing, tokenization, forward, value head all inside). By default the backend then
+    forwards together only requests of near-equal length (max_padding_fraction, 0.05 on CPU); a variant such as
+    --cpp-variant 'padded={"max_padding_fraction": 1e9}' forwards each group of --batch as one right-padded batch,
+    exactly the reference's groups.
 
 torch.set_num_threads(N) for the reference; at::set_num_threads(N) and OMP/OPENBLAS_NUM_THREADS=N for the C++
 process. Each number is the median of --repeat timed passes after --warmup untimed ones; the sides alternate pass by
@@ -196,8 +198,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tolerance", type=float, default=1e-4)
+    ap.add_argument("--cpp-variant", action="append", default=[], metavar="NAME=JSON",
+                    help="another C++ side with these backend config keys on top, e.g. "
+                         "'padded={\"max_padding_fraction\": 1e9}' (the reference's padded groups exactly)")
     ap.add_argument("--json", type=pathlib.Path, help="also write all raw timings here")
     args = ap.parse_args()
+    variants = {"C++": {}}
+    for spec in args.cpp_variant:
+        name, _, overrides = spec.partition("=")
+        variants[f"C++ {name}"] = json.loads(overrides)
     if not args.binary.is_file():
         raise SystemExit(f"no binary at {args.binary}; build it with ninja -C <build dir> bench_reward")
 
@@ -229,8 +238,9 @@ def main() -> None:
                       f"per item); load average {load_average()}", flush=True)
                 cpp_config = {"type": "skywork_vl", "model": str(checkpoint), "dtype": "float32",
                               "max_batch_size": batch, "max_batch_tokens": 1 << 30}
-                cpp = CppSide(args.binary, cpp_config, items, batch, args.threads)
-                sides = {"C++": cpp}
+                sides = {side: CppSide(args.binary, dict(cpp_config, **overrides), items, batch, args.threads)
+                         for side, overrides in variants.items()}
+                cpp_sides = list(sides)
                 for attn in ATTN_IMPLS:
                     sides[f"HF {attn}"] = PythonSide(models[attn], processor, items, batch)
                 order = list(sides)
@@ -245,13 +255,18 @@ def main() -> None:
                         if rnd >= args.warmup:
                             times[side].append(res["s"])
                             cpu_times[side].append(res["cpu_s"])
-                cpp.close()
-                errors = {side: max_relative_error(scores["C++"], scores[side]) for side in sides if side != "C++"}
-                for side, err in errors.items():
-                    if not err <= args.tolerance:
-                        raise SystemExit(f"{label}: C++ scores differ from {side}: max relative error {err:.2e} > "
-                                         f"{args.tolerance:.0e}\n  C++: {scores['C++']}\n  {side}: {scores[side]}")
-                print("  scores agree: C++ vs " + ", ".join(f"{s} max rel. error {e:.1e}" for s, e in errors.items()))
+                for side in cpp_sides:
+                    sides[side].close()
+                for cpp_side in cpp_sides:
+                    errors = {side: max_relative_error(scores[cpp_side], scores[side]) for side in sides
+                              if side not in cpp_sides}
+                    for side, err in errors.items():
+                        if not err <= args.tolerance:
+                            raise SystemExit(f"{label}: {cpp_side} scores differ from {side}: max relative error "
+                                             f"{err:.2e} > {args.tolerance:.0e}\n  {cpp_side}: {scores[cpp_side]}\n"
+                                             f"  {side}: {scores[side]}")
+                    print(f"  scores agree: {cpp_side} vs " + ", ".join(f"{s} max rel. error {e:.1e}"
+                                                                      for s, e in errors.items()))
                 for side in sides:
                     print(f"  {side:8s} {statistics.median(times[side]) * 1e3:9.1f} ms "
                           f"{[round(t * 1e3, 1) for t in times[side]]}  cpu "
@@ -264,13 +279,15 @@ def main() -> None:
 
     print(f"\nthreads {args.threads}; {args.items} items; median of {args.repeat} after {args.warmup} warm-up; "
           f"load average at end {load_average()}\n")
-    print("| config | batch | C++ items/s | HF eager items/s | HF sdpa items/s | C++/eager | C++/sdpa | "
+    print("| config | batch | C++ side | C++ items/s | HF eager items/s | HF sdpa items/s | C++/eager | C++/sdpa | "
           "CPU s C++ / eager / sdpa |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, batch, ips, cpu in rows:
-        c, e, s = ips["C++"], ips["HF eager"], ips["HF sdpa"]
-        print(f"| {name} | {batch} | {c:.1f} | {e:.1f} | {s:.1f} | {c / e:.2f}x | {c / s:.2f}x | "
-              f"{cpu['C++']:.2f} / {cpu['HF eager']:.2f} / {cpu['HF sdpa']:.2f} |")
+        e, s = ips["HF eager"], ips["HF sdpa"]
+        for side in variants:
+            c = ips[side]
+            print(f"| {name} | {batch} | {side} | {c:.1f} | {e:.1f} | {s:.1f} | {c / e:.2f}x | {c / s:.2f}x | "
+                  f"{cpu[side]:.2f} / {cpu['HF eager']:.2f} / {cpu['HF sdpa']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
 

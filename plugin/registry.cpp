@@ -1,5 +1,6 @@
 #include "plugin/registry.h"
 
+#include "plugin/remote_backend.h"
 #include "plugin/shared_library_backend.h"
 
 namespace vlreward {
@@ -7,6 +8,9 @@ namespace vlreward {
 RewardRegistry::RewardRegistry() {
   add("plugin", [](const nlohmann::json& config, const std::string& where, const RewardRegistry&) {
     return make_shared_library_backend(config, where);
+  });
+  add("remote", [](const nlohmann::json& config, const std::string& where, const RewardRegistry&) {
+    return make_remote_backend(config, where);
   });
 }
 

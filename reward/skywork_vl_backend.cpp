@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 
 #include <torch/torch.h>
@@ -35,7 +36,9 @@ class SkyworkVLReward : public RewardBackend {
   explicit SkyworkVLReward(const SkyworkVLOptions& options)
       : options_(options),
         processor_(Qwen2_5_VLProcessor::from_directory(options.model_dir, {options.min_pixels, options.max_pixels})),
-        device_(options.device) {
+        device_(options.device),
+        max_padding_fraction_(options.max_padding_fraction.value_or(
+            device_.is_cpu() ? 0.05 : std::numeric_limits<double>::infinity())) {
     const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(options.model_dir) / "config.json").string());
     const auto dtype = parse_dtype(options.dtype, "skywork_vl");
     model_ = qwen::Qwen2_5_VLModel(config, torch::TensorOptions().dtype(dtype));
@@ -55,7 +58,7 @@ class SkyworkVLReward : public RewardBackend {
     items.reserve(batch.size());
     for (const auto& request : batch) items.push_back(prepare(request));
 
-    // Longest first, then greedily fill batches under the token and size budgets (padding stays small).
+    // Longest first, then greedily fill batches under the token, size and padding budgets.
     std::vector<size_t> order;
     for (size_t i = 0; i < items.size(); ++i) {
       if (items[i].error.empty()) order.push_back(i);
@@ -66,10 +69,18 @@ class SkyworkVLReward : public RewardBackend {
     size_t start = 0;
     while (start < order.size()) {
       const int64_t longest = static_cast<int64_t>(items[order[start]].input_ids.size());
+      int64_t real_tokens = longest;
       size_t end = start + 1;
-      while (end < order.size() && static_cast<int64_t>(end - start + 1) <= options_.max_batch_size &&
-             static_cast<int64_t>(end - start + 1) * longest <= options_.max_batch_tokens)
+      while (end < order.size()) {
+        const int64_t count = static_cast<int64_t>(end - start + 1);
+        const int64_t real = real_tokens + static_cast<int64_t>(items[order[end]].input_ids.size());
+        const int64_t padded = count * longest;
+        if (count > options_.max_batch_size || padded > options_.max_batch_tokens ||
+            static_cast<double>(padded - real) > max_padding_fraction_ * static_cast<double>(real))
+          break;
+        real_tokens = real;
         ++end;
+      }
       std::vector<size_t> group(order.begin() + static_cast<std::ptrdiff_t>(start),
                                 order.begin() + static_cast<std::ptrdiff_t>(end));
       try {
@@ -147,6 +158,7 @@ class SkyworkVLReward : public RewardBackend {
   SkyworkVLOptions options_;
   Qwen2_5_VLProcessor processor_;
   torch::Device device_;
+  double max_padding_fraction_;
   qwen::Qwen2_5_VLModel model_{nullptr};
   ValueHead head_{nullptr};
 };
@@ -164,10 +176,13 @@ SkyworkVLOptions SkyworkVLOptions::from_config(const nlohmann::json& config, con
   o.device = reader.optional<std::string>("device", o.device);
   o.max_batch_tokens = reader.optional<int64_t>("max_batch_tokens", o.max_batch_tokens);
   o.max_batch_size = reader.optional<int64_t>("max_batch_size", o.max_batch_size);
+  o.max_padding_fraction = reader.maybe<double>("max_padding_fraction");
   o.min_pixels = reader.maybe<int64_t>("min_pixels");
   o.max_pixels = reader.maybe<int64_t>("max_pixels");
   if (o.max_batch_tokens <= 0) reader.fail("max_batch_tokens", "must be positive");
   if (o.max_batch_size <= 0) reader.fail("max_batch_size", "must be positive");
+  if (o.max_padding_fraction && !(*o.max_padding_fraction >= 0))
+    reader.fail("max_padding_fraction", "must be a non-negative number");
   reader.finish();
   return o;
 }

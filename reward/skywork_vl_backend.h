@@ -19,6 +19,10 @@ struct SkyworkVLOptions {
   std::string device = "cpu";           // "cpu", "cuda", "cuda:1"
   int64_t max_batch_tokens = 8192;      // padded tokens per forward (batch size x longest sequence)
   int64_t max_batch_size = 16;
+  // Most padding a batched forward may add, as a fraction of its real tokens. Default: 0.05 on CPU, where
+  // batching buys no parallelism but every padded token costs as much as a real one (and attention
+  // quadratically more), so only near-equal lengths share a forward; no limit on accelerators.
+  std::optional<double> max_padding_fraction;
   std::optional<int64_t> min_pixels, max_pixels;
 
   static SkyworkVLOptions from_config(const nlohmann::json& config, const std::string& where);

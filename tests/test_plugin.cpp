@@ -196,7 +196,7 @@ TEST(PluginLoading, LibraryUnloadedWithLastBackend) {
 
 TEST(Registry, UnknownTypeListsKnownOnes) {
   EXPECT_EQ(config_error({{"type", "nope"}}, "trainer.reward"),
-            "trainer.reward.type: unknown reward backend \"nope\" (known: plugin)");
+            "trainer.reward.type: unknown reward backend \"nope\" (known: plugin, remote)");
 }
 
 TEST(Registry, MissingOrBadType) {

@@ -209,7 +209,7 @@ TEST(Format, OptionsAndErrors) {
 TEST(Registry, KnowsRuleBackends) {
   EXPECT_EQ(config_error({{"type", "nope"}}),
             "reward.type: unknown reward backend \"nope\" (known: composite, exact_match, fixed, format, plugin, "
-            "regex_match, skywork_vl)");
+            "regex_match, remote, skywork_vl)");
 }
 
 // Skywork R1V2's hybrid reward r = r_rule + r_θ + r_format, with a fixed stand-in for the reward model r_θ.
@@ -305,7 +305,7 @@ TEST(Composite, ConfigErrorsNameTheComponentPath) {
   EXPECT_EQ(config_error({{"type", "composite"}, {"components", {{{"name", "a"}, {"backend", rule}},
                                                                  {{"name", "b"}, {"backend", {{"type", "nope"}}}}}}}),
             "reward.components[1].backend.type: unknown reward backend \"nope\" (known: composite, exact_match, "
-            "fixed, format, plugin, regex_match, skywork_vl)");
+            "fixed, format, plugin, regex_match, remote, skywork_vl)");
   EXPECT_EQ(config_error({{"type", "composite"},
                           {"components", json::array({{{"name", "a"}, {"backend", {{"type", "exact_match"}, {"x", 1}}}}})}}),
             "reward.components[0].backend: unknown key(s): x");

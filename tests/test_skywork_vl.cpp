@@ -25,7 +25,9 @@ nlohmann::json backend_config(const std::string& dtype = "float32") {
           {"value_head", kRewardDir + "/value_head.safetensors"},
           {"dtype", dtype},
           {"max_batch_size", 16},
-          {"max_batch_tokens", 100000}};
+          {"max_batch_tokens", 100000},
+          // Batch items of any length together, so the batch tests really pad.
+          {"max_padding_fraction", 1e9}};
 }
 
 std::unique_ptr<RewardBackend> make(const nlohmann::json& config) {
@@ -141,6 +143,14 @@ TEST(SkyworkVL, ConfigErrorsNameTheKey) {
   EXPECT_THROW(make(config), RewardConfigError);
   config = backend_config("float16");
   EXPECT_THROW(make(config), RewardConfigError);
+  config = backend_config();
+  config["max_padding_fraction"] = -0.5;
+  try {
+    make(config);
+    FAIL() << "expected a config error";
+  } catch (const RewardConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("max_padding_fraction"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SkyworkVL, CompositeCombinesRuleFormatAndNeuralScores) {

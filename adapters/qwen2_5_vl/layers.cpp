@@ -74,15 +74,15 @@ AttentionImpl default_attention_impl() {
 }
 
 torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
-  // [..., q, d] x [..., kv, d] -> [..., q, kv]; baddbmm with beta 0 never reads its first argument.
+  // [..., q, d] x [..., kv, d] -> [..., q, kv], then the scale, in transformers' eager order. Not baddbmm with
+  // beta = 0: LibTorch 1.13's small-batch kernel still multiplies its uninitialised output by beta, so garbage that
+  // happens to be NaN survives (seen as a flaky NaN in one-token decode steps).
   const int64_t q_len = q.size(-2), kv_len = k.size(-2), d = q.size(-1);
   auto q3 = q.reshape({-1, q_len, d});
   auto k3 = k.reshape({-1, kv_len, d});
   auto out_sizes = q.sizes().vec();
   out_sizes.back() = kv_len;
-  auto scores =
-      at::baddbmm(at::empty({1, 1, 1}, q.options()), q3, k3.transpose(1, 2), /*beta=*/0.0, /*alpha=*/scale);
-  return scores.view(out_sizes);
+  return at::bmm(q3, k3.transpose(1, 2)).mul_(scale).view(out_sizes);
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -1,6 +1,6 @@
 #pragma once
-// Length-prefixed frames of reward-serve's binary protocol: a u32 big-endian payload length, then the payload
-// (one serialized protobuf message). The length is checked against the limit before any payload buffer is
+// The server's side of reward-serve's length-prefixed frames (the framing itself, shared with the remote backend,
+// is plugin/wire/frame_codec.h). The length is checked against the limit before any payload buffer is
 // allocated, so a lying prefix costs nothing.
 #include <cstddef>
 #include <cstdint>
@@ -8,15 +8,9 @@
 #include <string>
 #include <string_view>
 
+#include "plugin/wire/frame_codec.h"
+
 namespace vlreward {
-
-constexpr size_t kFrameHeaderBytes = 4;
-
-// header + payload. Throws std::length_error when the payload does not fit a u32.
-std::string encode_frame(std::string_view payload);
-
-// The payload length in a 4-byte header.
-uint32_t decode_frame_length(const unsigned char* header);
 
 // Throws ServeError(kTooLarge) naming both numbers when `length` > max_frame_bytes.
 void check_frame_length(uint64_t length, uint64_t max_frame_bytes);

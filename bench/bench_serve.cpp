@@ -1,0 +1,306 @@
+// reward-serve load generator: N concurrent clients, each on its own keep-alive connection, send single-sample
+// requests (HTTP POST /v1/score or binary ScoreRequest frames) built from a JSONL file of samples with images, and
+// check every answer against its request: the id must be the one sent and the score the sample's expected score.
+// Driven by bench_serve.py, which starts reward-serve (batched, then max_batch_size 1) on loopback.
+//
+//   bench_serve --port P --input items.jsonl --expected expected.json [--protocol http|binary] [--clients 16]
+//               [--requests 10000] [--warmup 200]
+//
+// Request k carries sample k % n (images read once, sent as bytes / base64) with the unique id "r<k>". Lost: no
+// answer, a closed connection or a non-200 / error answer. Mismatched: an answer for another id, or a score off
+// the expected one by more than 1e-4 relative. Prints one JSON line:
+//   {"protocol", "clients", "requests", "seconds", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+//    "lost", "mismatched"}
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "plugin/wire/frame_codec.h"
+#include "reward_service.pb.h"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace po = boost::program_options;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+struct Sample {
+  std::string id, question, response;
+  std::vector<std::string> images;  // encoded bytes
+  double expected = 0;
+};
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
+    out += {a[v >> 18], a[(v >> 12) & 63], a[(v >> 6) & 63], a[v & 63]};
+  }
+  if (i < bytes.size()) {
+    uint32_t v = uint32_t(uint8_t(bytes[i])) << 16;
+    if (i + 1 < bytes.size()) v |= uint32_t(uint8_t(bytes[i + 1])) << 8;
+    out += {a[v >> 18], a[(v >> 12) & 63], i + 1 < bytes.size() ? a[(v >> 6) & 63] : '=', '='};
+  }
+  return out;
+}
+
+std::vector<Sample> load_samples(const std::string& input, const std::string& expected_file) {
+  std::map<std::string, double> expected;
+  const json reference = json::parse(read_file(expected_file));
+  for (const auto& item : reference["items"]) expected[item["id"].get<std::string>()] = item["score"].get<double>();
+  std::vector<Sample> samples;
+  std::ifstream in(input);
+  const auto root = std::filesystem::path(input).parent_path();
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const json j = json::parse(line);
+    Sample s{j["id"].get<std::string>(), j["question"].get<std::string>(), j["response"].get<std::string>(), {}, 0};
+    for (const auto& path : j.value("images", json::array())) s.images.push_back(read_file(root / path.get<std::string>()));
+    if (!expected.count(s.id)) throw std::runtime_error("no expected score for " + s.id);
+    s.expected = expected[s.id];
+    samples.push_back(std::move(s));
+  }
+  if (samples.empty()) throw std::runtime_error("no samples in " + input);
+  return samples;
+}
+
+// A request's bytes with the id spliced in (everything else is encoded once).
+struct Template {
+  std::string before_id, after_id;
+};
+
+Template http_template(const Sample& s) {
+  json content = json::array();
+  for (const auto& image : s.images) content.push_back({{"type", "image"}, {"data", base64(image)}});
+  content.push_back({{"type", "text"}, {"text", s.question}});
+  const json body = {{"samples", {{{"id", "@ID@"},
+                                   {"messages", {{{"role", "user"}, {"content", content}}}},
+                                   {"response", s.response}}}}};
+  const std::string text = body.dump();
+  const auto at = text.find("@ID@");
+  return {text.substr(0, at), text.substr(at + 4)};
+}
+
+std::string binary_frame(const Sample& s, const std::string& id, uint64_t request_id) {
+  vlreward::serve::ScoreRequest request;
+  request.set_request_id(request_id);
+  auto* sample = request.add_samples();
+  sample->set_id(id);
+  auto* turn = sample->add_turns();
+  turn->set_role("user");
+  for (const auto& image : s.images) turn->add_content()->mutable_image()->set_data(image);
+  turn->add_content()->set_text(s.question);
+  sample->set_response(s.response);
+  return vlreward::encode_frame(request.SerializeAsString());
+}
+
+struct Outcome {
+  bool lost = false, mismatched = false;
+};
+
+bool score_matches(double got, double want) { return std::abs(got - want) <= 1e-4 * std::max(1.0, std::abs(want)); }
+
+class HttpClient {
+ public:
+  HttpClient(asio::io_context& io, const tcp::endpoint& endpoint) : socket_(io) { reconnect(endpoint); }
+  Outcome call(const std::string& body, const std::string& id, double expected, const tcp::endpoint& endpoint) {
+    http::request<http::string_body> request{http::verb::post, "/v1/score", 11};
+    request.set(http::field::host, "127.0.0.1");
+    request.set(http::field::content_type, "application/json");
+    request.keep_alive(true);
+    request.body() = body;
+    request.prepare_payload();
+    beast::error_code ec;
+    http::write(socket_, request, ec);
+    http::response<http::string_body> response;
+    if (!ec) http::read(socket_, buffer_, response, ec);
+    if (ec || response.result_int() != 200) {
+      if (ec || !response.keep_alive()) reconnect(endpoint);
+      return {true, false};
+    }
+    const json answer = json::parse(response.body(), nullptr, false);
+    if (!answer.is_object() || !answer.contains("results") || answer["results"].size() != 1) return {false, true};
+    const auto& r = answer["results"][0];
+    if (r.value("id", "") != id || !r.contains("score")) return {false, true};
+    return {false, !score_matches(r["score"].get<double>(), expected)};
+  }
+
+ private:
+  void reconnect(const tcp::endpoint& endpoint) {
+    beast::error_code ec;
+    socket_.close(ec);
+    buffer_.clear();
+    socket_.connect(endpoint, ec);
+    socket_.set_option(tcp::no_delay(true), ec);
+  }
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+};
+
+class BinaryClient {
+ public:
+  BinaryClient(asio::io_context& io, const tcp::endpoint& endpoint) : socket_(io) { reconnect(endpoint); }
+  Outcome call(const std::string& frame, const std::string& id, uint64_t request_id, double expected,
+               const tcp::endpoint& endpoint) {
+    beast::error_code ec;
+    asio::write(socket_, asio::buffer(frame), ec);
+    unsigned char header[4];
+    if (!ec) asio::read(socket_, asio::buffer(header), ec);
+    std::string payload;
+    if (!ec) {
+      payload.resize(vlreward::decode_frame_length(header));
+      asio::read(socket_, asio::buffer(payload), ec);
+    }
+    vlreward::serve::ScoreResponse response;
+    if (ec || !response.ParseFromString(payload)) {
+      reconnect(endpoint);
+      return {true, false};
+    }
+    if (response.has_error() && response.error().code() != vlreward::serve::ERROR_NONE) return {true, false};
+    if (response.request_id() != request_id || response.results_size() != 1 || response.results(0).id() != id ||
+        response.results(0).outcome_case() != vlreward::serve::SampleResult::kScore)
+      return {false, true};
+    return {false, !score_matches(response.results(0).score(), expected)};
+  }
+
+ private:
+  void reconnect(const tcp::endpoint& endpoint) {
+    beast::error_code ec;
+    socket_.close(ec);
+    socket_.connect(endpoint, ec);
+    socket_.set_option(tcp::no_delay(true), ec);
+  }
+  tcp::socket socket_;
+};
+
+double percentile(std::vector<double> sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t k = std::min(sorted.size() - 1, static_cast<size_t>(std::ceil(p / 100.0 * sorted.size())) - 1);
+  return sorted[k];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description options("bench_serve options");
+  options.add_options()("help,h", "show this help")
+      ("port", po::value<int>()->required(), "reward-serve port on 127.0.0.1 (HTTP, or binary with --protocol binary)")
+      ("input", po::value<std::string>()->required(), "samples, JSONL {id, images, question, response}")
+      ("expected", po::value<std::string>()->required(), "expected scores, JSON {items: [{id, score}]}")
+      ("protocol", po::value<std::string>()->default_value("http"), "http or binary")
+      ("clients", po::value<int>()->default_value(16), "concurrent connections")
+      ("requests", po::value<int64_t>()->default_value(10000), "timed requests, all clients together")
+      ("warmup", po::value<int64_t>()->default_value(200), "untimed requests first");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    if (vm.count("help")) {
+      std::cout << options << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "bench_serve: " << e.what() << "\n" << options << "\n";
+    return 2;
+  }
+  const bool binary = vm["protocol"].as<std::string>() == "binary";
+  const int clients = vm["clients"].as<int>();
+  const int64_t requests = vm["requests"].as<int64_t>(), warmup = vm["warmup"].as<int64_t>();
+  const auto samples = load_samples(vm["input"].as<std::string>(), vm["expected"].as<std::string>());
+  std::vector<Template> templates;
+  for (const auto& s : samples) templates.push_back(http_template(s));
+  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(vm["port"].as<int>()));
+
+  std::atomic<int64_t> next{0}, lost{0}, mismatched{0};
+  std::mutex latency_mutex;
+  std::vector<double> latencies_ms;
+  latencies_ms.reserve(static_cast<size_t>(requests));
+  Clock::time_point timed_start;
+  std::atomic<bool> timing{false};
+
+  auto run_client = [&](int64_t total, bool record) {
+    asio::io_context io;
+    HttpClient http_client(io, endpoint);
+    std::unique_ptr<BinaryClient> binary_client;
+    if (binary) binary_client = std::make_unique<BinaryClient>(io, endpoint);
+    std::vector<double> mine;
+    for (int64_t k; (k = next++) < total;) {
+      const Sample& s = samples[static_cast<size_t>(k) % samples.size()];
+      const std::string id = fmt::format("r{}", k);
+      std::string payload;
+      if (binary) {
+        payload = binary_frame(s, id, static_cast<uint64_t>(k) + 1);
+      } else {
+        const auto& t = templates[static_cast<size_t>(k) % samples.size()];
+        payload = t.before_id + id + t.after_id;
+      }
+      const auto start = Clock::now();
+      const Outcome outcome = binary ? binary_client->call(payload, id, static_cast<uint64_t>(k) + 1, s.expected, endpoint)
+                                     : http_client.call(payload, id, s.expected, endpoint);
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      if (record) {
+        mine.push_back(ms);
+        lost += outcome.lost ? 1 : 0;
+        mismatched += outcome.mismatched ? 1 : 0;
+      }
+    }
+    std::lock_guard<std::mutex> lock(latency_mutex);
+    latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
+  };
+  auto run_all = [&](int64_t total, bool record) {
+    next = 0;
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) threads.emplace_back(run_client, total, record);
+    for (auto& t : threads) t.join();
+  };
+
+  run_all(warmup, false);
+  timed_start = Clock::now();
+  run_all(requests, true);
+  const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  const json result = {{"protocol", binary ? "binary" : "http"},
+                       {"clients", clients},
+                       {"requests", requests},
+                       {"answered", static_cast<int64_t>(latencies_ms.size())},
+                       {"seconds", seconds},
+                       {"requests_per_s", static_cast<double>(requests) / seconds},
+                       {"p50_ms", percentile(latencies_ms, 50)},
+                       {"p90_ms", percentile(latencies_ms, 90)},
+                       {"p99_ms", percentile(latencies_ms, 99)},
+                       {"max_ms", latencies_ms.empty() ? 0.0 : latencies_ms.back()},
+                       {"lost", lost.load()},
+                       {"mismatched", mismatched.load()}};
+  std::cout << result.dump() << std::endl;
+  return lost == 0 && mismatched == 0 ? 0 : 1;
+}
