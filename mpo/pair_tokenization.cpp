@@ -60,20 +60,65 @@ std::vector<int64_t> encode_completion(const Qwen2_5_VLProcessor& processor, con
 
 }  // namespace
 
+namespace {
+
+std::vector<ChatMessage> prompt_messages(const std::optional<std::string>& system_prompt, size_t num_images,
+                                         const std::string& question) {
+  std::vector<ChatMessage> prompt;
+  if (system_prompt) prompt.push_back(ChatMessage::from_text("system", *system_prompt));
+  std::vector<ChatContentPart> user(num_images, ChatContentPart::image());
+  user.push_back(ChatContentPart::make_text(question));
+  prompt.push_back(ChatMessage::from_parts("user", std::move(user)));
+  return prompt;
+}
+
+// Decodes and preprocesses the images, expands their pads in `prompt_text` and tokenizes it.
+TokenizedPrompt finish_prompt(const Qwen2_5_VLProcessor& processor, std::string prompt_text,
+                              const std::vector<RewardImage>& reward_images, const std::string& source) {
+  TokenizedPrompt out;
+  if (!reward_images.empty()) {
+    std::vector<RgbImage> images;
+    std::vector<std::string> sources;
+    images.reserve(reward_images.size());
+    for (size_t i = 0; i < reward_images.size(); ++i) {
+      sources.push_back(fmt::format("{}: images[{}]", source, i));
+      images.push_back(decode_reward_image(reward_images[i], sources.back()));
+    }
+    out.images = processor.image_processor().preprocess(images, sources);
+    std::vector<GridThw> grids;
+    for (const auto& g : out.images.grid_thw) grids.push_back({g[0], g[1], g[2]});
+    try {
+      prompt_text = expand_image_pads(prompt_text, grids, processor.image_processor().config().merge_size);
+    } catch (const InputError& e) {  // e.g. a question that itself contains "<|image_pad|>"
+      throw InputError(source, e.what());
+    }
+  }
+  out.ids = processor.encode(prompt_text);
+  return out;
+}
+
+ChatTemplateOptions with_generation_prompt() {
+  ChatTemplateOptions options;
+  options.add_generation_prompt = true;
+  return options;
+}
+
+}  // namespace
+
+TokenizedPrompt tokenize_prompt(const Qwen2_5_VLProcessor& processor, const std::vector<RewardImage>& images,
+                                const std::optional<std::string>& system_prompt, const std::string& question,
+                                const std::string& source) {
+  const auto prompt = prompt_messages(system_prompt, images.size(), question);
+  return finish_prompt(processor, render_qwen2_vl_chat(prompt, with_generation_prompt()), images, source);
+}
+
 TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
                             const std::string& source) {
   if (example.chosen.empty()) throw_input_error(source, "\"chosen\" is empty");
   if (example.rejected.empty()) throw_input_error(source, "\"rejected\" is empty");
 
-  std::vector<ChatMessage> prompt;
-  if (example.system_prompt) prompt.push_back(ChatMessage::from_text("system", *example.system_prompt));
-  std::vector<ChatContentPart> user(example.images.size(), ChatContentPart::image());
-  user.push_back(ChatContentPart::make_text(example.question));
-  prompt.push_back(ChatMessage::from_parts("user", std::move(user)));
-
-  ChatTemplateOptions generation;
-  generation.add_generation_prompt = true;
-  std::string prompt_text = render_qwen2_vl_chat(prompt, generation);
+  const auto prompt = prompt_messages(example.system_prompt, example.images.size(), example.question);
+  std::string prompt_text = render_qwen2_vl_chat(prompt, with_generation_prompt());
   auto with_answer = [&](const std::string& answer) {
     std::vector<ChatMessage> messages = prompt;
     messages.push_back(ChatMessage::from_text("assistant", answer));
@@ -86,25 +131,10 @@ TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const Preferen
   prompt_text.resize(common_prefix_length(prompt_text, prompt_rejected));
   const std::string rejected_text = prompt_rejected.substr(prompt_text.size());
 
+  TokenizedPrompt prompt_tokens = finish_prompt(processor, std::move(prompt_text), example.images, source);
   TokenizedPair out;
-  if (!example.images.empty()) {
-    std::vector<RgbImage> images;
-    std::vector<std::string> sources;
-    images.reserve(example.images.size());
-    for (size_t i = 0; i < example.images.size(); ++i) {
-      sources.push_back(fmt::format("{}: images[{}]", source, i));
-      images.push_back(decode_reward_image(example.images[i], sources.back()));
-    }
-    out.images = processor.image_processor().preprocess(images, sources);
-    std::vector<GridThw> grids;
-    for (const auto& g : out.images.grid_thw) grids.push_back({g[0], g[1], g[2]});
-    try {
-      prompt_text = expand_image_pads(prompt_text, grids, processor.image_processor().config().merge_size);
-    } catch (const InputError& e) {  // e.g. a question that itself contains "<|image_pad|>"
-      throw InputError(source, e.what());
-    }
-  }
-  out.tokens.prompt = processor.encode(prompt_text);
+  out.images = std::move(prompt_tokens.images);
+  out.tokens.prompt = std::move(prompt_tokens.ids);
   out.tokens.chosen = encode_completion(processor, chosen_text, source, "chosen");
   out.tokens.rejected = encode_completion(processor, rejected_text, source, "rejected");
   return out;

@@ -29,6 +29,16 @@ struct TokenizedPair {
   ImageFeatures images;  // the prompt's images (used once per pair; build_concatenated_batch repeats them)
 };
 
+// The prompt alone, as tokenize_pair renders it (chat template with the generation prompt, pads expanded): what
+// a policy is sampled from in online rounds.
+struct TokenizedPrompt {
+  std::vector<int64_t> ids;
+  ImageFeatures images;
+};
+TokenizedPrompt tokenize_prompt(const Qwen2_5_VLProcessor& processor, const std::vector<RewardImage>& images,
+                                const std::optional<std::string>& system_prompt, const std::string& question,
+                                const std::string& source);
+
 // Throws InputError naming `source` (e.g. "pairs.jsonl:12") for an undecodable image or empty completion.
 TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
                             const std::string& source);

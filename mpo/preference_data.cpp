@@ -35,9 +35,7 @@ std::optional<double> optional_logp(const nlohmann::json& obj, const char* key, 
   return v;
 }
 
-}  // namespace
-
-PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root) {
+nlohmann::json parse_object(const std::string& line, const std::string& source) {
   nlohmann::json obj;
   try {
     obj = nlohmann::json::parse(line);
@@ -45,25 +43,76 @@ PreferenceRecord parse_preference_line(const std::string& line, const std::strin
     throw InputError(source, fmt::format("malformed JSON: {}", e.what()));
   }
   if (!obj.is_object()) throw InputError(source, fmt::format("must be a JSON object, got {}", obj.type_name()));
-  PreferenceRecord record;
-  record.source = source;
-  auto& ex = record.example;
+  return obj;
+}
+
+// id, images / image, question, system.
+PromptRecord parse_prompt_fields(const nlohmann::json& obj, const std::string& source, const std::string& image_root) {
+  PromptRecord prompt;
+  prompt.source = source;
   if (auto it = obj.find("id"); it != obj.end() && !it->is_null()) {
-    if (it->is_string()) ex.id = it->get<std::string>();
-    else if (it->is_number_integer()) ex.id = it->dump();
+    if (it->is_string()) prompt.id = it->get<std::string>();
+    else if (it->is_number_integer()) prompt.id = it->dump();
     else throw InputError(source, "id: must be a string or an integer");
   }
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(source, "images: must be a list");
     for (size_t i = 0; i < it->size(); ++i)
-      ex.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), image_root));
+      prompt.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), image_root));
   }
   if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
-    ex.images.push_back(parse_image_reference(*it, source + ": image", image_root));
-  ex.question = required_text(obj, "question", source, false);
+    prompt.images.push_back(parse_image_reference(*it, source + ": image", image_root));
+  prompt.question = required_text(obj, "question", source, false);
+  if (auto it = obj.find("system"); it != obj.end() && !it->is_null())
+    prompt.system_prompt = required_text(obj, "system", source, false);
+  return prompt;
+}
+
+std::string resolve_image_root(const std::string& path, const std::string& image_root) {
+  return !image_root.empty() ? image_root : fs::path(path).parent_path().string();
+}
+
+// Numbered ids for records without one; duplicates are errors.
+void assign_id(std::string& id, int64_t line_number, std::set<std::string>& seen, const std::string& source) {
+  if (id.empty()) id = std::to_string(line_number);
+  else if (!seen.insert(id).second) throw InputError(source, fmt::format("id: duplicate \"{}\"", id));
+}
+
+}  // namespace
+
+int64_t for_each_jsonl_line(const std::string& path,
+                            const std::function<void(const std::string& line, const std::string& source, int64_t line_number)>& visit) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw InputError(path, "no such file");
+  const std::string content = read_file(path);
+  size_t start = 0;
+  int64_t line_number = 0, visited = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string::npos) end = content.size();
+    ++line_number;
+    std::string line = content.substr(start, end - start);
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    visit(line, fmt::format("{}:{}", path, line_number), line_number);
+    ++visited;
+  }
+  return visited;
+}
+
+PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root) {
+  const nlohmann::json obj = parse_object(line, source);
+  PreferenceRecord record;
+  record.source = source;
+  PromptRecord prompt = parse_prompt_fields(obj, source, image_root);
+  auto& ex = record.example;
+  ex.id = std::move(prompt.id);
+  ex.images = std::move(prompt.images);
+  ex.system_prompt = std::move(prompt.system_prompt);
+  ex.question = std::move(prompt.question);
   ex.chosen = required_text(obj, "chosen", source, true);
   ex.rejected = required_text(obj, "rejected", source, true);
-  if (auto it = obj.find("system"); it != obj.end() && !it->is_null()) ex.system_prompt = required_text(obj, "system", source, false);
   record.ref_chosen_logp = optional_logp(obj, "ref_chosen_logp", source);
   record.ref_rejected_logp = optional_logp(obj, "ref_rejected_logp", source);
   if (record.ref_chosen_logp.has_value() != record.ref_rejected_logp.has_value())
@@ -73,30 +122,36 @@ PreferenceRecord parse_preference_line(const std::string& line, const std::strin
 }
 
 std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, const std::string& image_root) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw InputError(path, "no such file");
-  const std::string content = read_file(path);
-  const std::string root = !image_root.empty() ? image_root : fs::path(path).parent_path().string();
+  const std::string root = resolve_image_root(path, image_root);
   std::vector<PreferenceRecord> records;
   std::set<std::string> ids;
-  size_t start = 0;
-  int64_t line_number = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos) end = content.size();
-    ++line_number;
-    std::string line = content.substr(start, end - start);
-    start = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string source = fmt::format("{}:{}", path, line_number);
+  for_each_jsonl_line(path, [&](const std::string& line, const std::string& source, int64_t line_number) {
     PreferenceRecord record = parse_preference_line(line, source, root);
-    if (record.example.id.empty()) record.example.id = std::to_string(line_number);
-    else if (!ids.insert(record.example.id).second) throw InputError(source, fmt::format("id: duplicate \"{}\"", record.example.id));
+    assign_id(record.example.id, line_number, ids, source);
     records.push_back(std::move(record));
-  }
+  });
   if (records.empty()) throw InputError(path, "no preference pairs (the file is empty)");
   return records;
+}
+
+std::vector<PromptRecord> read_prompt_jsonl(const std::string& path, const std::string& image_root) {
+  const std::string root = resolve_image_root(path, image_root);
+  std::vector<PromptRecord> prompts;
+  std::set<std::string> ids;
+  for_each_jsonl_line(path, [&](const std::string& line, const std::string& source, int64_t line_number) {
+    const nlohmann::json obj = parse_object(line, source);
+    PromptRecord prompt = parse_prompt_fields(obj, source, root);
+    for (const char* key : {"reference", "answer"}) {
+      if (auto it = obj.find(key); it != obj.end() && !it->is_null()) {
+        if (prompt.reference) throw InputError(source, "give \"reference\" or \"answer\", not both");
+        prompt.reference = required_text(obj, key, source, false);
+      }
+    }
+    assign_id(prompt.id, line_number, ids, source);
+    prompts.push_back(std::move(prompt));
+  });
+  if (prompts.empty()) throw InputError(path, "no prompts (the file is empty)");
+  return prompts;
 }
 
 DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples) {

@@ -4,7 +4,12 @@
 //    "chosen": "...", "rejected": "...", "system": "..." (optional),
 //    "ref_chosen_logp": -12.3, "ref_rejected_logp": -15.0 (optional, both or neither: precomputed reference)}
 // Other keys are ignored (datasets carry extra metadata). Blank lines are skipped.
+//
+// Prompt files (online MPO rounds, ab-compare) hold the same prompt part without completions:
+//   {"id": "q1", "images": [...] (or "image"), "question": "...", "system": "..." (optional),
+//    "reference": "..." (optional ground-truth answer; "answer" is accepted as its alias)}
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +17,16 @@
 #include "mpo/pair_tokenization.h"
 
 namespace vlreward::mpo {
+
+// The prompt part shared by every record kind: id, images, system prompt, question (+ optional reference).
+struct PromptRecord {
+  std::string id;
+  std::vector<RewardImage> images;
+  std::optional<std::string> system_prompt;
+  std::string question;
+  std::optional<std::string> reference;
+  std::string source;  // "path:line"
+};
 
 struct PreferenceRecord {
   PreferenceExample example;
@@ -28,6 +43,14 @@ std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, con
 
 // Parses one line (exposed for tests and for online rounds that build pairs in memory).
 PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root);
+
+// Prompt files (see above). Same errors as read_preference_jsonl; ids must be unique.
+std::vector<PromptRecord> read_prompt_jsonl(const std::string& path, const std::string& image_root = {});
+
+// Calls `visit(line, "path:line", line number)` for each non-blank line of a JSONL file (CRLF tolerated). Throws InputError
+// for a missing file; returns the number of lines visited.
+int64_t for_each_jsonl_line(const std::string& path,
+                            const std::function<void(const std::string& line, const std::string& source, int64_t line_number)>& visit);
 
 // A fingerprint of the data for checkpoints: a resumed run must see the same pairs in the same order.
 struct DataFingerprint {
