@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/fake_reward_backend.h"
 #include "adapters/server/reward_server.h"
 #include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
@@ -41,59 +42,13 @@ int64_t elapsed_ms(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 const std::string kImagePath = std::string(VLREWARD_FIXTURES_DIR) + "/reward/images/small.png";
 
-// ---------------------------------------------------------------------------------------------------------------
-// The in-test backend: score = a hash of the response; components describe what arrived, so a test can see that the
-// remote call carried everything (turns, images, system prompt, reference, metadata).
-
-uint64_t fnv1a(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-double fake_score(const std::string& response) { return static_cast<double>(fnv1a(response) % 2000001) / 1000.0 - 1000.0; }
-
-class FakeBackend : public RewardBackend {
- public:
-  std::string name() const override { return "fake"; }
-  RewardCapabilities capabilities() const override { return {true, false, true}; }
-  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
-    ++calls;
-    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
-    std::vector<RewardResult> out;
-    for (const auto& r : batch) {
-      if (r.response == "THROW") throw std::runtime_error("fake backend exploded");
-      if (r.response == "FAIL") {
-        out.push_back(RewardResult::failure("fake backend refuses FAIL"));
-        continue;
-      }
-      auto result = RewardResult::success(fake_score(r.response));
-      result.components["turns"] = static_cast<double>(r.turns.size());
-      result.components["images"] = static_cast<double>(r.image_count());
-      // Everything else that travels, folded into one number.
-      std::string seen = r.system_prompt.value_or("<none>") + "|" + r.reference.value_or("<none>") + "|";
-      for (const auto& [k, v] : r.metadata) seen += k + "=" + v + ";";
-      for (const auto& turn : r.turns) {
-        seen += turn.role + ":";
-        for (const auto& part : turn.content)
-          seen += part.kind == RewardContent::Kind::kText ? "T" + part.text
-                                                          : "I" + std::to_string(fnv1a(part.image.path.empty()
-                                                                                           ? part.image.bytes
-                                                                                           : read_bytes(part.image.path)));
-      }
-      result.components["digest"] = static_cast<double>(fnv1a(seen) % 1000000007);
-      out.push_back(result);
-    }
-    return out;
-  }
-  std::atomic<int> delay_ms{0};
-  std::atomic<int> calls{0};
-};
+// The in-test backend (tests/fake_reward_backend.h): score = a hash of the response; its "digest" component shows
+// that the remote call carried everything (turns, images, system prompt, reference, metadata).
+using vlreward::test_support::FakeBackend;
+using vlreward::test_support::fake_score;
+using vlreward::test_support::read_bytes;
 
 ServerConfig replica_config() {
   ServerConfig c;

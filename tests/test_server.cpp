@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/fake_reward_backend.h"
 #include "adapters/common/base64.h"
 #include "adapters/server/chatml.h"
 #include "adapters/server/frame_codec.h"
@@ -41,50 +42,10 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// ---------------------------------------------------------------------------------------------------------------
-// The fake backend: score = a hash of the response text; components count turns and images, so tests can see how
-// the server built the request. "FAIL" responses fail alone; "THROW" makes the whole batch throw.
-
-uint64_t fnv1a(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-double fake_score(const std::string& response) { return static_cast<double>(fnv1a(response) % 2000001) / 1000.0 - 1000.0; }
+// The fake backend (tests/fake_reward_backend.h): score = a hash of the response text.
+using vlreward::test_support::FakeBackend;
+using vlreward::test_support::fake_score;
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-class FakeBackend : public RewardBackend {
- public:
-  std::string name() const override { return "fake"; }
-  RewardCapabilities capabilities() const override { return {true, false, true}; }
-  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
-    ++calls_started;
-    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      batch_sizes.push_back(batch.size());
-      for (const auto& r : batch) seen.push_back(r);
-    }
-    std::vector<RewardResult> out;
-    for (const auto& r : batch) {
-      if (r.response == "THROW") throw std::runtime_error("fake backend exploded");
-      if (r.response == "FAIL") {
-        out.push_back(RewardResult::failure("fake backend refuses FAIL"));
-        continue;
-      }
-      auto result = RewardResult::success(fake_score(r.response));
-      result.components["turns"] = static_cast<double>(r.turns.size());
-      result.components["images"] = static_cast<double>(r.image_count());
-      out.push_back(result);
-    }
-    return out;
-  }
-  std::atomic<int> delay_ms{0};
-  std::atomic<int> calls_started{0};
-  std::mutex mutex;
-  std::vector<size_t> batch_sizes;
-  std::vector<RewardRequest> seen;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Images: a real 1x1 PNG, and PNG headers declaring any size (valid CRCs, so only the size is wrong).
@@ -764,8 +725,8 @@ TEST(ServerBatching, FullQueueAnswers503WithRetryAfter) {
     HttpClient c(s.http());
     c.post("/v1/score", json{{"samples", {score_sample("a", "a"), score_sample("b", "b")}}});
   });
-  const int before = s.backend.calls_started.load();
-  wait_until([&] { return s.backend.calls_started.load() > before; });  // one sample computing, one queued
+  const int before = s.backend.calls.load();
+  wait_until([&] { return s.backend.calls.load() > before; });  // one sample computing, one queued
   BinaryClient binary(s.binary());
   serve::ScoreRequest request;
   *request.add_samples() = proto_sample("x", "q", "r");
@@ -784,7 +745,7 @@ TEST(ServerBatching, DeadlineExceededIs504AndAbandonedSamplesAreDropped) {
     HttpClient c(s.http());
     c.post("/v1/score", json{{"samples", {score_sample("block", "block")}}});
   });
-  wait_until([&] { return s.backend.calls_started.load() == 1; });
+  wait_until([&] { return s.backend.calls.load() == 1; });
   HttpClient client(s.http());
   const auto started = Clock::now();
   auto reply = client.post("/v1/score", json{{"samples", {score_sample("late", "late")}}, {"deadline_ms", 100}});
@@ -840,7 +801,7 @@ TEST(ServerShutdown, RealSigtermDrainsAndStops) {
     HttpClient c(s.http());
     status = c.post("/v1/score", json{{"samples", {score_sample("sig", "sig")}}}).status;
   });
-  wait_until([&] { return s.backend.calls_started.load() == 1; });
+  wait_until([&] { return s.backend.calls.load() == 1; });
   ::kill(::getpid(), SIGTERM);
   s.server.wait();
   client.join();
