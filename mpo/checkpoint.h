@@ -6,7 +6,8 @@
 //   optimizer.safetensors   per trainable parameter "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step" (I64)
 //   rng_state.safetensors   "torch_cpu": LibTorch's CPU generator state (U8)
 //   running_moments.json    δ (RunningMoments, TRL's keys)
-//   trainer_state.json      global step, data cursor, scheduler, data-order RNG, data fingerprint, config
+//   trainer_state.json      global step, data cursor, scheduler, data-order RNG, data fingerprint, config, and
+//                           for online runs the round ({"index", "start_step"}) whose pairs file the fingerprint is of
 //   manifest.json           size and crc32c of every file above (and a crc32c of its own file list)
 //
 // A checkpoint is written into <output>/.tmp-checkpoint-<step>/, every file fsynced, the manifest last, then

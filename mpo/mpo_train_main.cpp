@@ -1,4 +1,5 @@
-// mpo-train: MPO fine-tuning of a Qwen2.5-VL policy on offline preference pairs (JSONL).
+// mpo-train: MPO fine-tuning of a Qwen2.5-VL policy on offline preference pairs (JSONL), SFT on answers
+// (loss_type [sft]), or online rounds of sample → reward → pairs → MPO (an `online:` section, mpo/online.h).
 //   mpo-train --config configs/mpo_tiny.yaml [key.path=value ...] [--output-dir DIR] [--resume DIR|auto]
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "adapters/common/error.h"
 #include "mpo/checkpoint.h"
+#include "mpo/online.h"
 #include "mpo/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/trainer.h"
@@ -19,7 +21,7 @@ namespace fs = std::filesystem;
 
 static int mpo_train(int argc, char** argv) {
   po::options_description options(
-      "mpo-train: MPO (DPO sigmoid + BCO-pair + SFT) on JSONL preference pairs\n"
+      "mpo-train: MPO (DPO sigmoid + BCO-pair + SFT) on JSONL preference pairs, SFT, or online MPO rounds\n"
       "Usage: mpo-train --config FILE [key.path=value ...]\nOptions");
   options.add_options()
       ("help,h", "show this help")
@@ -44,6 +46,13 @@ static int mpo_train(int argc, char** argv) {
   if (vm.count("output-dir")) overrides.push_back("output.dir=" + vm["output-dir"].as<std::string>());
   const auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), overrides);
 
+  if (config.online) {
+    std::optional<std::string> resume;
+    if (vm.count("resume")) resume = vm["resume"].as<std::string>();
+    vlreward::mpo::run_online(config, resume);
+    return 0;
+  }
+
   std::optional<std::string> resume_dir;
   if (vm.count("resume")) {
     resume_dir = vlreward::mpo::resolve_resume(vm["resume"].as<std::string>(), config.output.dir);
@@ -54,7 +63,7 @@ static int mpo_train(int argc, char** argv) {
                                "--output-dir");
   }
 
-  auto data = vlreward::mpo::read_preference_jsonl(config.data.train, config.data.image_root);
+  auto data = vlreward::mpo::read_preference_jsonl(config.data.train, config.data.image_root, !config.sft_only());
   const auto fingerprint = vlreward::mpo::fingerprint_file(config.data.train, static_cast<int64_t>(data.size()));
   vlreward::mpo::MpoTrainer trainer(config);
   if (resume_dir) {

@@ -112,10 +112,14 @@ TokenizedPrompt tokenize_prompt(const Qwen2_5_VLProcessor& processor, const std:
   return finish_prompt(processor, render_qwen2_vl_chat(prompt, with_generation_prompt()), images, source);
 }
 
-TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
-                            const std::string& source) {
+namespace {
+
+// tokenize_pair and tokenize_sft: `with_rejected` false skips the rejected completion. With the Qwen2-VL
+// template the prompt prefix is the whole prompt either way, so the chosen tokens do not depend on it.
+TokenizedPair tokenize(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+                       const std::string& source, bool with_rejected) {
   if (example.chosen.empty()) throw_input_error(source, "\"chosen\" is empty");
-  if (example.rejected.empty()) throw_input_error(source, "\"rejected\" is empty");
+  if (with_rejected && example.rejected.empty()) throw_input_error(source, "\"rejected\" is empty");
 
   const auto prompt = prompt_messages(example.system_prompt, example.images.size(), example.question);
   std::string prompt_text = render_qwen2_vl_chat(prompt, with_generation_prompt());
@@ -127,17 +131,32 @@ TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const Preferen
   const std::string prompt_chosen = with_answer(example.chosen);
   prompt_text.resize(common_prefix_length(prompt_text, prompt_chosen));
   const std::string chosen_text = prompt_chosen.substr(prompt_text.size());
-  const std::string prompt_rejected = with_answer(example.rejected);
-  prompt_text.resize(common_prefix_length(prompt_text, prompt_rejected));
-  const std::string rejected_text = prompt_rejected.substr(prompt_text.size());
+  std::string rejected_text;
+  if (with_rejected) {
+    const std::string prompt_rejected = with_answer(example.rejected);
+    prompt_text.resize(common_prefix_length(prompt_text, prompt_rejected));
+    rejected_text = prompt_rejected.substr(prompt_text.size());
+  }
 
   TokenizedPrompt prompt_tokens = finish_prompt(processor, std::move(prompt_text), example.images, source);
   TokenizedPair out;
   out.images = std::move(prompt_tokens.images);
   out.tokens.prompt = std::move(prompt_tokens.ids);
   out.tokens.chosen = encode_completion(processor, chosen_text, source, "chosen");
-  out.tokens.rejected = encode_completion(processor, rejected_text, source, "rejected");
+  if (with_rejected) out.tokens.rejected = encode_completion(processor, rejected_text, source, "rejected");
   return out;
+}
+
+}  // namespace
+
+TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+                            const std::string& source) {
+  return tokenize(processor, example, source, true);
+}
+
+TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+                           const std::string& source) {
+  return tokenize(processor, example, source, false);
 }
 
 }  // namespace vlreward::mpo

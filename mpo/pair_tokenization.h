@@ -43,4 +43,9 @@ TokenizedPrompt tokenize_prompt(const Qwen2_5_VLProcessor& processor, const std:
 TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
                             const std::string& source);
 
+// SFT (loss_type [sft] alone): the prompt and the chosen completion only, tokenized exactly as tokenize_pair
+// tokenizes them (tokens.rejected stays empty; example.rejected is not used).
+TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+                           const std::string& source);
+
 }  // namespace vlreward::mpo

@@ -57,11 +57,15 @@ PromptRecord parse_prompt_fields(const nlohmann::json& obj, const std::string& s
   }
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(source, "images: must be a list");
-    for (size_t i = 0; i < it->size(); ++i)
+    for (size_t i = 0; i < it->size(); ++i) {
       prompt.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), image_root));
+      prompt.image_references.push_back((*it)[i].get<std::string>());  // a string: parse_image_reference checked
+    }
   }
-  if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
+  if (auto it = obj.find("image"); it != obj.end() && !it->is_null()) {
     prompt.images.push_back(parse_image_reference(*it, source + ": image", image_root));
+    prompt.image_references.push_back(it->get<std::string>());
+  }
   prompt.question = required_text(obj, "question", source, false);
   if (auto it = obj.find("system"); it != obj.end() && !it->is_null())
     prompt.system_prompt = required_text(obj, "system", source, false);
@@ -101,7 +105,8 @@ int64_t for_each_jsonl_line(const std::string& path,
   return visited;
 }
 
-PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root) {
+PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root,
+                                       bool require_rejected) {
   const nlohmann::json obj = parse_object(line, source);
   PreferenceRecord record;
   record.source = source;
@@ -111,8 +116,20 @@ PreferenceRecord parse_preference_line(const std::string& line, const std::strin
   ex.images = std::move(prompt.images);
   ex.system_prompt = std::move(prompt.system_prompt);
   ex.question = std::move(prompt.question);
-  ex.chosen = required_text(obj, "chosen", source, true);
-  ex.rejected = required_text(obj, "rejected", source, true);
+  if (require_rejected) {
+    ex.chosen = required_text(obj, "chosen", source, true);
+    if (auto it = obj.find("rejected"); it == obj.end() || it->is_null())
+      throw InputError(source, "rejected: missing (the loss needs a rejected completion; only loss_type [sft] trains "
+                               "on a chosen/answer alone)");
+    ex.rejected = required_text(obj, "rejected", source, true);
+  } else {
+    // SFT: "chosen" (a pair file's chosen side) or "answer"; a rejected completion, if any, is not used.
+    auto chosen = obj.find("chosen");
+    const bool has_chosen = chosen != obj.end() && !chosen->is_null();
+    if (!has_chosen && (obj.find("answer") == obj.end() || obj.at("answer").is_null()))
+      throw InputError(source, "answer: missing (an SFT line needs \"answer\" or \"chosen\")");
+    ex.chosen = required_text(obj, has_chosen ? "chosen" : "answer", source, true);
+  }
   record.ref_chosen_logp = optional_logp(obj, "ref_chosen_logp", source);
   record.ref_rejected_logp = optional_logp(obj, "ref_rejected_logp", source);
   if (record.ref_chosen_logp.has_value() != record.ref_rejected_logp.has_value())
@@ -121,16 +138,18 @@ PreferenceRecord parse_preference_line(const std::string& line, const std::strin
   return record;
 }
 
-std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, const std::string& image_root) {
+std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, const std::string& image_root,
+                                                    bool require_rejected) {
   const std::string root = resolve_image_root(path, image_root);
   std::vector<PreferenceRecord> records;
   std::set<std::string> ids;
   for_each_jsonl_line(path, [&](const std::string& line, const std::string& source, int64_t line_number) {
-    PreferenceRecord record = parse_preference_line(line, source, root);
+    PreferenceRecord record = parse_preference_line(line, source, root, require_rejected);
     assign_id(record.example.id, line_number, ids, source);
     records.push_back(std::move(record));
   });
-  if (records.empty()) throw InputError(path, "no preference pairs (the file is empty)");
+  if (records.empty())
+    throw InputError(path, require_rejected ? "no preference pairs (the file is empty)" : "no SFT examples (the file is empty)");
   return records;
 }
 
@@ -154,9 +173,13 @@ std::vector<PromptRecord> read_prompt_jsonl(const std::string& path, const std::
   return prompts;
 }
 
+std::string jsonl_image_root(const std::string& path, const std::string& image_root) {
+  return resolve_image_root(path, image_root);
+}
+
 DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples) {
   const std::string content = read_file(path);
-  return {num_examples, crc32c(content)};
+  return {num_examples, crc32c(content), path};
 }
 
 }  // namespace vlreward::mpo

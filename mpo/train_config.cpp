@@ -130,8 +130,13 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   if (c.freeze.vision_tower && c.freeze.merger && c.freeze.llm)
     throw InputError(source, "freeze: vision_tower, merger and llm are all frozen: nothing would train");
 
+  const bool online = root.raw("online") != nullptr;
   Section data = root.section("data");
-  c.data.train = non_empty_path(data, "train");
+  if (online) {
+    if (data.raw("train") != nullptr) data.fail("train", "is not used with online (the pairs come from online.prompts); remove it");
+  } else {
+    c.data.train = non_empty_path(data, "train");
+  }
   c.data.image_root = data.text("image_root", "");
   c.data.shuffle = data.flag("shuffle", true);
   data.finish();
@@ -200,8 +205,10 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   t.gradient_accumulation_steps = static_cast<int64_t>(
       positive("gradient_accumulation_steps",
                static_cast<double>(train.integer("gradient_accumulation_steps", t.gradient_accumulation_steps))));
-  t.epochs = static_cast<int64_t>(positive("epochs", static_cast<double>(train.integer("epochs", t.epochs))));
+  const std::optional<int64_t> epochs = train.integer("epochs");
+  t.epochs = static_cast<int64_t>(positive("epochs", static_cast<double>(epochs.value_or(t.epochs))));
   t.max_steps = static_cast<int64_t>(non_negative("max_steps", static_cast<double>(train.integer("max_steps", t.max_steps))));
+  if (online && t.max_steps > 0) train.fail("max_steps", "is not used with online (each round trains online.epochs_per_round epochs)");
   const int64_t seed = train.integer("seed", static_cast<int64_t>(t.seed));
   if (seed < 0) train.fail("seed", "must be >= 0");
   t.seed = static_cast<uint64_t>(seed);
@@ -219,6 +226,49 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   c.output.progress = output.flag("progress", c.output.progress);
   output.finish();
 
+  if (online) {
+    Section o = root.section("online");
+    TrainConfig::Online on;
+    on.prompts = non_empty_path(o, "prompts");
+    auto at_least = [&](const char* key, int64_t fallback, int64_t minimum) {
+      const int64_t v = o.integer(key, fallback);
+      if (v < minimum) o.fail(key, fmt::format("must be >= {}, got {}", minimum, v));
+      return v;
+    };
+    on.rounds = at_least("rounds", on.rounds, 1);
+    on.samples_per_prompt = at_least("samples_per_prompt", on.samples_per_prompt, 2);
+    on.temperature = o.number("temperature", on.temperature);
+    if (on.temperature < 0) o.fail("temperature", "must be >= 0 (0 = greedy)");
+    on.top_p = o.number("top_p", on.top_p);
+    if (!(on.top_p > 0 && on.top_p <= 1)) o.fail("top_p", "must be in (0, 1], got " + json(on.top_p).dump());
+    on.top_k = at_least("top_k", on.top_k, 0);
+    on.max_new_tokens = at_least("max_new_tokens", on.max_new_tokens, 1);
+    on.seed = static_cast<uint64_t>(at_least("seed", 0, 0));
+    on.pairs.min_margin = o.number("min_margin", on.pairs.min_margin);
+    if (on.pairs.min_margin < 0) o.fail("min_margin", "must be >= 0");
+    const std::string mode = o.text("pair_mode", "max_min");
+    if (mode == "max_min") on.pairs.mode = PairMode::kMaxMin;
+    else if (mode == "max_random") on.pairs.mode = PairMode::kMaxRandom;
+    else o.fail("pair_mode", "must be \"max_min\" or \"max_random\", got \"" + mode + "\"");
+    on.pairs.pairs_per_prompt = at_least("pairs_per_prompt", on.pairs.pairs_per_prompt, 1);
+    on.epochs_per_round = at_least("epochs_per_round", on.epochs_per_round, 1);
+    on.batch_size = at_least("batch_size", on.batch_size, 1);
+    on.reward_batch_size = at_least("reward_batch_size", on.reward_batch_size, 1);
+    o.finish();
+    // One number of epochs: the round's. train.epochs may repeat it (as the normalised config does) but not differ.
+    if (epochs && *epochs != on.epochs_per_round)
+      train.fail("epochs", fmt::format("online runs train online.epochs_per_round ({}) epochs per round; remove "
+                                       "train.epochs (it is {})", on.epochs_per_round, *epochs));
+    c.train.epochs = on.epochs_per_round;
+    const json* reward_config = root.raw("reward");
+    if (reward_config == nullptr) throw InputError(source, "reward: is required with online (a reward backend config, {type: ...})");
+    if (!reward_config->is_object()) throw InputError(source, "reward: must be a mapping with a \"type\", got " + reward_config->dump());
+    c.reward = *reward_config;
+    c.online = on;
+  } else if (root.raw("reward") != nullptr) {
+    throw InputError(source, "reward: is only used with online (add an online: section or remove reward)");
+  }
+
   root.finish();
   return c;
 }
@@ -229,12 +279,13 @@ json TrainConfig::to_json() const {
   json m{{"path", model.path}, {"dtype", model.dtype}, {"device", model.device}, {"bf16_autocast", model.bf16_autocast}};
   if (model.min_pixels) m["min_pixels"] = *model.min_pixels;
   if (model.max_pixels) m["max_pixels"] = *model.max_pixels;
-  return json{
+  json out{
       {"model", m},
       {"reference",
        {{"source", reference.source == ReferenceSource::kModel ? "model" : "precomputed"}, {"path", reference.path}}},
       {"freeze", {{"vision_tower", freeze.vision_tower}, {"merger", freeze.merger}, {"llm", freeze.llm}}},
-      {"data", {{"train", data.train}, {"image_root", data.image_root}, {"shuffle", data.shuffle}}},
+      {"data", online ? json{{"image_root", data.image_root}, {"shuffle", data.shuffle}}
+                      : json{{"train", data.train}, {"image_root", data.image_root}, {"shuffle", data.shuffle}}},
       {"loss",
        {{"loss_type", types},
         {"loss_weights", loss.weights},
@@ -263,6 +314,25 @@ json TrainConfig::to_json() const {
         {"jsonl", output.jsonl},
         {"progress", output.progress}}},
   };
+  if (online) {
+    const auto& o = *online;
+    out["online"] = {{"prompts", o.prompts},
+                     {"rounds", o.rounds},
+                     {"samples_per_prompt", o.samples_per_prompt},
+                     {"temperature", o.temperature},
+                     {"top_p", o.top_p},
+                     {"top_k", o.top_k},
+                     {"max_new_tokens", o.max_new_tokens},
+                     {"seed", o.seed},
+                     {"min_margin", o.pairs.min_margin},
+                     {"pair_mode", pair_mode_name(o.pairs.mode)},
+                     {"pairs_per_prompt", o.pairs.pairs_per_prompt},
+                     {"epochs_per_round", o.epochs_per_round},
+                     {"batch_size", o.batch_size},
+                     {"reward_batch_size", o.reward_batch_size}};
+    out["reward"] = reward;
+  }
+  return out;
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -11,6 +11,13 @@
 //   train:     {learning_rate, weight_decay, adam_beta1, adam_beta2, adam_epsilon, warmup_ratio, max_grad_norm,
 //               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads}
 //   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
+//   online:    {prompts, rounds, samples_per_prompt, temperature, top_p, top_k, max_new_tokens, seed, min_margin,
+//               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size}
+//   reward:    any reward backend config ({type: exact_match}, {type: skywork_vl, model: ...}, {type: composite, ...})
+//
+// online (with reward) switches mpo-train to online rounds (mpo/online.h): data.train is then not used (the pairs
+// come from sampling online.prompts), train.epochs is online.epochs_per_round and train.max_steps is not used.
+// loss_type [sft] alone is SFT: data lines need only "answer" (or "chosen"), and no reference model is built.
 //
 // Relative paths are taken relative to the working directory (as the other command lines do).
 #include <cstdint>
@@ -22,6 +29,7 @@
 
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
+#include "mpo/pair_builder.h"
 
 namespace vlreward::mpo {
 
@@ -74,6 +82,25 @@ struct TrainConfig {
     bool jsonl = true;
     bool progress = true;
   } output;
+  struct Online {
+    std::string prompts;  // prompt JSONL (mpo/preference_data.h); images relative to data.image_root or its directory
+    int64_t rounds = 1;
+    int64_t samples_per_prompt = 4;
+    double temperature = 1.0;  // 0 = greedy
+    double top_p = 1.0;
+    int64_t top_k = 0;
+    int64_t max_new_tokens = 256;
+    uint64_t seed = 0;  // round r samples with seed + r (and draws max_random pairs with it)
+    PairOptions pairs;  // min_margin, pair_mode, pairs_per_prompt (seed set per round)
+    int64_t epochs_per_round = 1;
+    int64_t batch_size = 16;         // generation rows per batch
+    int64_t reward_batch_size = 64;  // requests per reward score() call
+  };
+  std::optional<Online> online;
+  nlohmann::json reward;  // the reward backend config (online only), created through the registry
+
+  // loss_type is [sft] alone: no rejected completions, no reference model.
+  bool sft_only() const { return loss.terms.size() == 1 && loss.terms[0] == LossTerm::kSft; }
 
   // Parses and validates. `source` names the file in errors. Throws InputError "<source>: <key.path>: problem".
   static TrainConfig from_json(const nlohmann::json& config, const std::string& source);

@@ -14,6 +14,7 @@
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "adapters/torch_compat.h"
 #include "mpo/checkpoint.h"
@@ -59,6 +60,54 @@ struct MicroBatch {
   int64_t tokens = 0;
 };
 
+// SFT (loss [sft] alone): rows prompt ++ chosen only, right-padded, with their completion mask.
+MicroBatch prepare_sft_micro_batch(const Qwen2_5_VLProcessor& processor,
+                                   const std::vector<const PreferenceRecord*>& records, const torch::Device& device) {
+  std::vector<std::vector<int64_t>> rows;
+  std::vector<std::pair<int64_t, int64_t>> spans;  // [prompt length, row length)
+  std::vector<float> pixels;
+  std::vector<qwen::GridTHW> grids;
+  int64_t patch_rows = 0, row_size = 0;
+  for (const PreferenceRecord* record : records) {
+    TokenizedPair pair = tokenize_sft(processor, record->example, record->source);
+    std::vector<int64_t> row = std::move(pair.tokens.prompt);
+    const auto prompt_length = static_cast<int64_t>(row.size());
+    row.insert(row.end(), pair.tokens.chosen.begin(), pair.tokens.chosen.end());
+    spans.emplace_back(prompt_length, static_cast<int64_t>(row.size()));
+    rows.push_back(std::move(row));
+    pixels.insert(pixels.end(), pair.images.pixel_values.begin(), pair.images.pixel_values.end());
+    grids.insert(grids.end(), pair.images.grid_thw.begin(), pair.images.grid_thw.end());
+    patch_rows += pair.images.rows;
+    if (pair.images.rows > 0) row_size = pair.images.row_size;
+  }
+  auto padded = qwen::pad_batch(rows, processor.pad_token_id(), qwen::PaddingSide::kRight);
+  MicroBatch mb;
+  mb.records = records;
+  mb.batch.num_pairs = static_cast<int64_t>(records.size());
+  mb.batch.completion_mask = torch::zeros_like(padded.attention_mask);
+  for (size_t r = 0; r < spans.size(); ++r)
+    mb.batch.completion_mask[static_cast<int64_t>(r)].slice(0, spans[r].first, spans[r].second).fill_(1);
+  auto& input = mb.batch.input;
+  input.input_ids = padded.input_ids.to(device);
+  input.attention_mask = padded.attention_mask.to(device);
+  if (patch_rows > 0) {
+    input.pixel_values = torch::from_blob(pixels.data(), {patch_rows, row_size}, torch::kFloat32).clone().to(device);
+    input.image_grids = grids;
+  }
+  mb.batch.completion_mask = mb.batch.completion_mask.to(device);
+  mb.tokens = input.attention_mask.sum().item<int64_t>();
+  return mb;
+}
+
+// logprobs.h sft_nll for rows that are all chosen completions (no rejected half).
+torch::Tensor sft_rows_nll(const CompletionLogps& lp, const torch::Tensor& input_ids, SftTokens tokens) {
+  auto counted = lp.token_mask;
+  if (tokens == SftTokens::kTrl028IgnoreIdZero) counted = counted & (input_ids.slice(1, 1).to(counted.device()) != 0);
+  const auto total = torch::where(counted, lp.token_logps, torch::zeros({}, lp.token_logps.options())).sum();
+  const int64_t count = counted.sum().item<int64_t>();
+  return -total / static_cast<double>(std::max<int64_t>(count, 1));
+}
+
 MicroBatch prepare_micro_batch(const Qwen2_5_VLProcessor& processor, const std::vector<const PreferenceRecord*>& records,
                                const torch::Device& device) {
   std::vector<PreferencePairTokens> tokens;
@@ -103,12 +152,18 @@ ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool 
   return out;
 }
 
-// The config sections that decide what a step computes; a resumed run must use the same.
+// The config sections that decide what a step computes (and, online, which pairs later rounds get); a resumed
+// run must use the same. online.rounds may grow (a run can be extended); generation batch sizes never change results.
 json resume_relevant(const json& config) {
   json out{{"loss", config.at("loss")}, {"freeze", config.at("freeze")}, {"reference", config.at("reference")},
            {"train", config.at("train")}, {"data", json{{"shuffle", config.at("data").at("shuffle")}}}};
   out["train"].erase("num_threads");
   out["model"] = json{{"dtype", config.at("model").at("dtype")}};
+  if (config.contains("online")) {
+    out["online"] = config.at("online");
+    for (const char* key : {"rounds", "batch_size", "reward_batch_size"}) out["online"].erase(key);
+    out["reward"] = config.value("reward", json());
+  }
   return out;
 }
 
@@ -183,7 +238,8 @@ MpoTrainer::MpoTrainer(TrainConfig config) : config_(std::move(config)), device_
   policy_ = load_model(config_.model.path, config_.model.dtype);
   policy_->to(device_);
   policy_->train();
-  if (config_.reference.source == ReferenceSource::kModel) {
+  // SFT alone never looks at a reference, so none is loaded (half the memory).
+  if (config_.reference.source == ReferenceSource::kModel && !config_.sft_only()) {
     reference_ = load_model(config_.reference.path.empty() ? config_.model.path : config_.reference.path, config_.model.dtype);
     reference_->to(device_);
     reference_->eval();
@@ -220,6 +276,24 @@ int64_t MpoTrainer::steps_per_epoch(int64_t num_examples) const {
   return (micro + config_.train.gradient_accumulation_steps - 1) / config_.train.gradient_accumulation_steps;
 }
 
+uint64_t MpoTrainer::data_seed() const {
+  // Offline: train.seed as before. Online: a different data order per round even when rounds have equal sizes.
+  if (state_.round < 0) return config_.train.seed;
+  return config_.train.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(state_.round + 1);
+}
+
+int64_t checkpoint_round(const std::string& checkpoint_dir) {
+  const std::string path = (fs::path(checkpoint_dir) / kTrainerStateFile).string();
+  json state;
+  try {
+    state = json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    throw InputError(path, fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!state.is_object() || !state.contains("round")) return -1;
+  return state_field<int64_t>(state.at("round"), "index", path);
+}
+
 void MpoTrainer::set_total_steps(int64_t total_steps) {
   state_.total_steps = total_steps;
   state_.warmup_steps = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * config_.train.warmup_ratio));
@@ -231,12 +305,36 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
   const bool need_nll = config_.loss.uses(LossTerm::kSft);
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
-  optimizer_->zero_grad();
+  // Gradients to none (PyTorch's zero_grad(set_to_none=True), what transformers' Trainer does): a parameter
+  // without a gradient this step (the vision tower on a text-only batch) is skipped by AdamW — no moment decay,
+  // no weight decay — whether or not it had a gradient before, so a resumed run (fresh, gradient-less tensors)
+  // steps exactly as the uninterrupted one. LibTorch's zero_grad() would zero them and keep updating.
+  for (auto& item : trainable_) item.second.mutable_grad().reset();
   std::map<std::string, double> sums;
   double loss_sum = 0;
   int64_t tokens = 0;
+  const bool sft_only = config_.sft_only();
   for (const auto& records : micro_batches) {
     if (records.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
+    if (sft_only) {
+      MicroBatch mb = prepare_sft_micro_batch(*processor_, records, device_);
+      torch::Tensor nll, sequence_logps;
+      {
+        compat::CudaBf16Autocast guard(autocast);
+        auto logits = policy_->forward(mb.batch.input).logits;
+        auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
+        nll = sft_rows_nll(lp, mb.batch.input.input_ids, config_.sft_tokens);
+        sequence_logps = lp.sequence_logps.detach();
+      }
+      const auto loss = nll * config_.loss.weights.at(0);
+      (loss * scale).backward();
+      loss_sum += loss.item<double>();
+      sums["loss/sft"] += nll.item<double>();
+      sums["nll_loss"] += nll.item<double>();
+      sums["logps/chosen"] += sequence_logps.mean().item<double>();
+      tokens += mb.tokens;
+      continue;
+    }
     MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
     ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens);
     PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
@@ -268,8 +366,8 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
                                                           : std::numeric_limits<double>::infinity();
   const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-  const double lr = config_.train.learning_rate *
-                    cosine_schedule_factor(state_.global_step, state_.warmup_steps, state_.total_steps);
+  const double lr = config_.train.learning_rate * cosine_schedule_factor(state_.global_step - state_.round_start_step,
+                                                                         state_.warmup_steps, state_.total_steps);
   for (auto& group : optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   optimizer_->step();
@@ -281,6 +379,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   out.values["loss"] = loss_sum * scale;
   out.values["lr"] = lr;
   out.values["grad_norm"] = grad_norm;
+  if (state_.round >= 0) out.values["round"] = static_cast<double>(state_.round);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.values["tokens_per_second"] = seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0;
   return out;
@@ -288,34 +387,74 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
 
 std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
                               const TrainCallbacks& callbacks) {
-  if (data.empty()) throw InputError(config_.data.train, "no preference pairs");
-  if (config_.reference.source == ReferenceSource::kPrecomputed)
-    for (const auto& r : data)
-      if (!r.ref_chosen_logp)
-        throw InputError(r.source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
+  if (data.empty()) throw InputError(config_.data.train, config_.sft_only() ? "no SFT examples" : "no preference pairs");
   const int64_t n = static_cast<int64_t>(data.size());
-  const int64_t per_epoch = steps_per_epoch(n);
-  const int64_t total = config_.train.max_steps > 0 ? config_.train.max_steps : config_.train.epochs * per_epoch;
+  const int64_t total = config_.train.max_steps > 0 ? config_.train.max_steps : config_.train.epochs * steps_per_epoch(n);
   if (state_.total_steps != 0 && state_.total_steps != total)
     throw InputError(config_.output.dir, fmt::format("the checkpoint's schedule has {} steps, this run {}", state_.total_steps, total));
   set_total_steps(total);
 
   fs::create_directories(config_.output.dir);
-  remove_stale_temp_checkpoints(config_.output.dir);
   TrainLogger logger({config_.output.dir, config_.output.jsonl, config_.output.tensorboard, config_.output.progress},
                      total, state_.global_step);
+  run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
+  const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();
+  const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
+  fs::remove_all(temp_dir);
+  export_policy(temp_dir);
+  commit_checkpoint_dir(temp_dir, final_dir);
+  logger.finish(fmt::format("done: {} steps -> {}", state_.global_step, final_dir));
+  return final_dir;
+}
+
+void MpoTrainer::train_round(int64_t round, const std::vector<PreferenceRecord>& data,
+                             const DataFingerprint& fingerprint, const TrainCallbacks& callbacks) {
+  if (data.empty()) throw InputError(fingerprint.path, "no preference pairs");
+  if (round < state_.round)
+    throw InputError(config_.output.dir, fmt::format("round {} requested, but the policy is already past round {} "
+                                                     "(a checkpoint of a later round was resumed)", round, state_.round));
+  if (round != state_.round) {  // a new round: its own schedule and data order, from the current step
+    state_.round = round;
+    state_.round_start_step = state_.global_step;
+    state_.epoch = 0;
+    state_.index_in_epoch = 0;
+    state_.total_steps = 0;
+    data_rng_state_.clear();
+  }
+  const int64_t total = config_.train.epochs * steps_per_epoch(static_cast<int64_t>(data.size()));
+  if (state_.total_steps != 0 && state_.total_steps != total)
+    throw InputError(fingerprint.path, fmt::format("the checkpoint's round {} schedule has {} steps, this run {}", round,
+                                                   state_.total_steps, total));
+  set_total_steps(total);
+  fs::create_directories(config_.output.dir);
+  // metrics.jsonl belongs to the online runner (one file over all rounds, with its round lines): the callbacks
+  // write it. TensorBoard and the progress bar per round.
+  TrainLogger logger({config_.output.dir, false, config_.output.tensorboard, config_.output.progress}, total,
+                     state_.global_step - state_.round_start_step);
+  run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
+  logger.finish(fmt::format("round {}: {} steps (global step {})", round, total, state_.global_step));
+}
+
+void MpoTrainer::run_schedule(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
+                              const std::function<void(const StepMetrics&)>& log_step, const TrainCallbacks& callbacks) {
+  if (config_.reference.source == ReferenceSource::kPrecomputed && !config_.sft_only())
+    for (const auto& r : data)
+      if (!r.ref_chosen_logp)
+        throw InputError(r.source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
+  const int64_t n = static_cast<int64_t>(data.size());
+  remove_stale_temp_checkpoints(config_.output.dir);
   std::vector<int64_t> order;
   int64_t order_epoch = -1;
   int64_t last_saved = -1;
   if (!list_checkpoints(config_.output.dir).empty()) last_saved = list_checkpoints(config_.output.dir).back().first;
   const int64_t bs = config_.train.batch_size;
-  while (state_.global_step < total) {
+  while (state_.global_step - state_.round_start_step < state_.total_steps) {
     if (state_.index_in_epoch >= n) {
       ++state_.epoch;
       state_.index_in_epoch = 0;
     }
     if (order_epoch != state_.epoch) {
-      order = epoch_order(n, config_.train.seed, state_.epoch, config_.data.shuffle, &data_rng_state_);
+      order = epoch_order(n, data_seed(), state_.epoch, config_.data.shuffle, &data_rng_state_);
       order_epoch = state_.epoch;
     }
     std::vector<std::vector<const PreferenceRecord*>> micro;
@@ -329,7 +468,7 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
     StepMetrics metrics = optimizer_step(micro);
     state_.index_in_epoch = index;
     metrics.values["epoch"] = static_cast<double>(state_.epoch) + static_cast<double>(index) / static_cast<double>(n);
-    logger.log_step(metrics.step, metrics.values);
+    log_step(metrics);
     if (callbacks.on_step) callbacks.on_step(metrics);
     if (config_.output.save_steps > 0 && state_.global_step % config_.output.save_steps == 0) {
       const std::string dir = save_checkpoint(fingerprint);
@@ -341,13 +480,6 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
     const std::string dir = save_checkpoint(fingerprint);
     if (callbacks.on_checkpoint) callbacks.on_checkpoint(state_.global_step, dir);
   }
-  const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();
-  const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
-  fs::remove_all(temp_dir);
-  export_policy(temp_dir);
-  commit_checkpoint_dir(temp_dir, final_dir);
-  logger.finish(fmt::format("done: {} steps -> {}", state_.global_step, final_dir));
-  return final_dir;
 }
 
 void MpoTrainer::export_policy(const std::string& dir) const {
@@ -365,7 +497,7 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   save_torch_rng_state((temp / kRngFile).string());
   running_.save((temp / kRunningMomentsFile).string());
   if (data_rng_state_.empty())  // saved before the first step: the state the first epoch's shuffle leaves
-    epoch_order(data.num_examples, config_.train.seed, state_.epoch, config_.data.shuffle, &data_rng_state_);
+    epoch_order(data.num_examples, data_seed(), state_.epoch, config_.data.shuffle, &data_rng_state_);
   json state{
       {"format", kStateFormat},
       {"global_step", state_.global_step},
@@ -373,10 +505,13 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
       {"index_in_epoch", state_.index_in_epoch},
       {"scheduler", {{"last_step", state_.global_step}, {"warmup_steps", state_.warmup_steps}, {"total_steps", state_.total_steps},
                      {"base_lr", config_.train.learning_rate}, {"type", "cosine_with_warmup"}}},
-      {"data", {{"path", config_.data.train}, {"num_examples", data.num_examples}, {"crc32c", data.crc32c}}},
-      {"data_rng", {{"seed", config_.train.seed}, {"epoch", state_.epoch}, {"mt19937_64", data_rng_state_}}},
+      {"data", {{"path", data.path.empty() ? config_.data.train : data.path}, {"num_examples", data.num_examples},
+                {"crc32c", data.crc32c}}},
+      {"data_rng", {{"seed", data_seed()}, {"epoch", state_.epoch}, {"mt19937_64", data_rng_state_}}},
       {"config", config_.to_json()},
   };
+  // Online: the round this schedule belongs to (its pairs file is the data above) and the step it began at.
+  if (state_.round >= 0) state["round"] = {{"index", state_.round}, {"start_step", state_.round_start_step}};
   write_file_atomic((temp / kTrainerStateFile).string(), state.dump(2) + "\n");
   write_manifest(temp.string());
   commit_checkpoint_dir(temp.string(), final_dir.string());
@@ -400,7 +535,7 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
   const json& saved_data = state.at("data");
   if (state_field<int64_t>(saved_data, "num_examples", state_path) != data.num_examples ||
       state_field<uint32_t>(saved_data, "crc32c", state_path) != data.crc32c)
-    throw InputError(config_.data.train,
+    throw InputError(data.path.empty() ? config_.data.train : data.path,
                      fmt::format("differs from the data the checkpoint {} was trained on ({} pairs, crc32c {:08x}); "
                                  "resume needs the same file",
                                  checkpoint_dir, saved_data.value("num_examples", int64_t{-1}),
@@ -423,12 +558,20 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
   const json& scheduler = state.at("scheduler");
   state_.total_steps = state_field<int64_t>(scheduler, "total_steps", state_path);
   state_.warmup_steps = state_field<int64_t>(scheduler, "warmup_steps", state_path);
+  state_.round = -1;
+  state_.round_start_step = 0;
+  if (state.contains("round")) {
+    state_.round = state_field<int64_t>(state.at("round"), "index", state_path);
+    state_.round_start_step = state_field<int64_t>(state.at("round"), "start_step", state_path);
+    if (state_.round < 0 || state_.round_start_step < 0 || state_.round_start_step > state_.global_step)
+      throw InputError(state_path, "round: out of range");
+  }
   if (state_.global_step < 0 || state_.epoch < 0 || state_.index_in_epoch < 0 || state_.index_in_epoch > data.num_examples)
     throw InputError(state_path, "data cursor out of range");
   // The data-order RNG is a function of (seed, epoch); the stored engine state double-checks that this build
   // draws the same order.
   std::string engine;
-  epoch_order(data.num_examples, config_.train.seed, state_.epoch, config_.data.shuffle, &engine);
+  epoch_order(data.num_examples, data_seed(), state_.epoch, config_.data.shuffle, &engine);
   if (engine != state_field<std::string>(state.at("data_rng"), "mt19937_64", state_path))
     throw InputError(state_path, "data_rng: this build's data order differs from the checkpoint's");
   data_rng_state_ = engine;

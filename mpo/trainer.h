@@ -10,9 +10,15 @@
 //   if (resume) trainer.resume(dir, fingerprint);
 //   trainer.train(data, fingerprint);           // epochs over `data`, checkpoints, then the final HF export
 //
-// Online rounds (issue 7) reuse the same object: the policy, optimizer, scheduler and δ persist across calls;
-// a round builds its pairs in memory and calls train() (or optimizer_step() directly) on them. Everything a
-// round must resume is in the checkpoint; the round number belongs with the data fingerprint of that round.
+// Online rounds (mpo/online.h) reuse the same object: the policy, AdamW moments and δ persist across rounds;
+// train_round(r, pairs) runs round r's own schedule (warmup + cosine over epochs_per_round epochs of its pairs,
+// the step index counted from the round's first step) while global_step keeps counting across rounds (metrics,
+// checkpoint names). A checkpoint records the round and the step it started at next to the fingerprint of that
+// round's pairs file, so a resumed run continues that round on the same pairs; a checkpoint taken at a round's
+// last step lets the next round start from it. Each round shuffles with its own data-order seed.
+//
+// SFT (loss_type [sft] alone): no reference model is built or run and only the chosen completion is forwarded;
+// the loss is w_sft times the micro-batch's token-mean NLL of the chosen completions (logprobs.h sft_nll).
 //
 // Data order: epoch e visits the pairs in a permutation drawn by a Fisher-Yates shuffle with
 // std::mt19937_64 seeded from (seed, e) (identity when data.shuffle is false); micro-batches of batch_size
@@ -49,6 +55,8 @@ struct TrainState {
   int64_t index_in_epoch = 0;   // position of the next pair in that epoch's order
   int64_t total_steps = 0;      // T of the schedule (0 until train() sizes it)
   int64_t warmup_steps = 0;     // W
+  int64_t round = -1;           // online round of the current schedule (-1: offline)
+  int64_t round_start_step = 0; // global_step when that round began; the schedule counts from it
 };
 
 struct StepMetrics {
@@ -72,6 +80,9 @@ bool uses_weight_decay(const std::string& parameter_name);
 // "--resume auto": the newest checkpoint-<step> of output_dir (nullopt when there is none); any other value is
 // a checkpoint directory taken as is.
 std::optional<std::string> resolve_resume(const std::string& resume, const std::string& output_dir);
+// The online round recorded in a checkpoint's trainer_state.json (-1 for an offline checkpoint). Throws
+// InputError naming the file when it is missing or unreadable.
+int64_t checkpoint_round(const std::string& checkpoint_dir);
 
 class MpoTrainer {
  public:
@@ -93,6 +104,12 @@ class MpoTrainer {
   std::string train(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
                     const TrainCallbacks& callbacks = {});
 
+  // Online round `round` on its pairs: starts the round's schedule (unless a checkpoint of this round was resumed,
+  // which continues it), trains config.train.epochs epochs over `data`, saving checkpoints every
+  // output.save_steps and at the round's end. No export. Rounds must come in increasing order.
+  void train_round(int64_t round, const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
+                   const TrainCallbacks& callbacks = {});
+
   // One optimizer step over the given micro-batches (each a non-empty list of pairs). Advances global_step.
   StepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);
 
@@ -102,6 +119,9 @@ class MpoTrainer {
   void export_policy(const std::string& dir) const;
 
   qwen::Qwen2_5_VLModel& policy() { return policy_; }
+  const Qwen2_5_VLProcessor& processor() const { return *processor_; }
+  // False for SFT-only and precomputed-reference runs.
+  bool has_reference_model() const { return !reference_.is_empty(); }
   const TrainState& state() const { return state_; }
   const RunningMoments& running_moments() const { return running_; }
   const TrainConfig& config() const { return config_; }
@@ -111,6 +131,11 @@ class MpoTrainer {
   int64_t steps_per_epoch(int64_t num_examples) const;
 
  private:
+  // Optimizer steps until the current schedule (total steps) is done; `on_step` logs. Saves checkpoints.
+  void run_schedule(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
+                    const std::function<void(const StepMetrics&)>& log_step, const TrainCallbacks& callbacks);
+  uint64_t data_seed() const;  // train.seed, mixed with the round in online runs
+
   TrainConfig config_;
   torch::Device device_;
   std::unique_ptr<Qwen2_5_VLProcessor> processor_;

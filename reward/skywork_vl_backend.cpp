@@ -9,10 +9,10 @@
 
 #include "adapters/common/error.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
-#include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "plugin/config_reader.h"
+#include "reward/reward_inputs.h"
 #include "reward/value_head.h"
 
 namespace vlreward {
@@ -26,8 +26,7 @@ torch::ScalarType parse_dtype(const std::string& name, const std::string& where)
 
 // A request turned into model inputs, or the reason it could not be.
 struct PreparedItem {
-  std::vector<int64_t> input_ids;
-  ImageFeatures images;
+  RewardInput input;
   std::string error;
 };
 
@@ -65,15 +64,15 @@ class SkyworkVLReward : public RewardBackend {
       else results[i] = RewardResult::failure(items[i].error);
     }
     std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return items[a].input_ids.size() > items[b].input_ids.size(); });
+                     [&](size_t a, size_t b) { return items[a].input.input_ids.size() > items[b].input.input_ids.size(); });
     size_t start = 0;
     while (start < order.size()) {
-      const int64_t longest = static_cast<int64_t>(items[order[start]].input_ids.size());
+      const int64_t longest = static_cast<int64_t>(items[order[start]].input.input_ids.size());
       int64_t real_tokens = longest;
       size_t end = start + 1;
       while (end < order.size()) {
         const int64_t count = static_cast<int64_t>(end - start + 1);
-        const int64_t real = real_tokens + static_cast<int64_t>(items[order[end]].input_ids.size());
+        const int64_t real = real_tokens + static_cast<int64_t>(items[order[end]].input.input_ids.size());
         const int64_t padded = count * longest;
         if (count > options_.max_batch_size || padded > options_.max_batch_tokens ||
             static_cast<double>(padded - real) > max_padding_fraction_ * static_cast<double>(real))
@@ -97,31 +96,8 @@ class SkyworkVLReward : public RewardBackend {
  private:
   PreparedItem prepare(const RewardRequest& request) const {
     PreparedItem item;
-    const std::string source = request.id.empty() ? "request" : "request " + request.id;
     try {
-      std::vector<ChatMessage> messages;
-      if (request.system_prompt) messages.push_back(ChatMessage::from_text("system", *request.system_prompt));
-      std::vector<RgbImage> images;
-      for (const auto& turn : request.turns) {
-        std::vector<ChatContentPart> parts;
-        for (const auto& part : turn.content) {
-          if (part.kind == RewardContent::Kind::kText) {
-            parts.push_back(ChatContentPart::make_text(part.text));
-            continue;
-          }
-          const auto& image = part.image;
-          const std::string image_source = fmt::format("{}: image {}", source, images.size() + 1);
-          if (!image.path.empty()) images.push_back(decode_image_file(image.path));
-          else if (!image.bytes.empty()) images.push_back(decode_image(image.bytes, image_source));
-          else throw InputError(image_source, "has neither bytes nor a path");
-          parts.push_back(ChatContentPart::image());
-        }
-        messages.push_back(ChatMessage::from_parts(turn.role, std::move(parts)));
-      }
-      messages.push_back(ChatMessage::from_text("assistant", request.response));
-      ProcessedInput processed = processor_.process(messages, images, {}, source);
-      item.input_ids = std::move(processed.input_ids);
-      item.images = std::move(processed.images);
+      item.input = prepare_reward_input(processor_, request, request.id.empty() ? "request" : "request " + request.id);
     } catch (const std::exception& e) {
       item.error = e.what();
     }
@@ -130,28 +106,10 @@ class SkyworkVLReward : public RewardBackend {
 
   std::vector<double> forward(const std::vector<PreparedItem>& items, const std::vector<size_t>& group) {
     torch::InferenceMode inference;
-    std::vector<std::vector<int64_t>> rows;
-    std::vector<float> pixels;
-    std::vector<qwen::GridTHW> grids;
-    int64_t patch_rows = 0, row_size = 0;
-    for (size_t index : group) {
-      const auto& item = items[index];
-      rows.push_back(item.input_ids);
-      pixels.insert(pixels.end(), item.images.pixel_values.begin(), item.images.pixel_values.end());
-      grids.insert(grids.end(), item.images.grid_thw.begin(), item.images.grid_thw.end());
-      patch_rows += item.images.rows;
-      if (item.images.rows > 0) row_size = item.images.row_size;
-    }
-    auto batch = qwen::pad_batch(rows, processor_.pad_token_id(), qwen::PaddingSide::kRight);
-    qwen::ModelInput input{batch.input_ids.to(device_), batch.attention_mask.to(device_), {}, grids};
-    if (patch_rows > 0)
-      input.pixel_values = torch::from_blob(pixels.data(), {patch_rows, row_size}, torch::kFloat32).to(device_);
-    qwen::ForwardOptions forward_options;
-    forward_options.logits = false;
-    auto out = model_->forward(input, forward_options);
-    auto last = qwen::last_token_index(batch.attention_mask).to(device_);
-    auto rows_index = torch::arange(static_cast<int64_t>(group.size()), last.options());
-    auto values = head_->forward(out.last_hidden_state.index({rows_index, last})).to(torch::kCPU, torch::kFloat64);
+    std::vector<const RewardInput*> rows;
+    for (size_t index : group) rows.push_back(&items[index].input);
+    const RewardBatch batch = build_reward_batch(rows, processor_.pad_token_id(), device_);
+    auto values = reward_values(model_, head_, batch).to(torch::kCPU, torch::kFloat64);
     return {values.data_ptr<double>(), values.data_ptr<double>() + values.numel()};
   }
 

@@ -1,0 +1,172 @@
+#include "mpo/ab_compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "adapters/common/error.h"
+#include "adapters/common/progress.h"
+#include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/weights.h"
+#include "plugin/registry.h"
+#include "reward/backends.h"
+
+namespace vlreward::mpo {
+namespace fs = std::filesystem;
+
+std::vector<Response> generate_for_policy(const std::string& dir, const std::string& label,
+                                          const std::vector<PromptRecord>& prompts, const AbCompareOptions& options) {
+  if (options.dtype != "float32" && options.dtype != "bfloat16")
+    throw InputError("--policy-dtype", "must be float32 or bfloat16, not \"" + options.dtype + "\"");
+  const torch::Device device(options.device);
+  if (device.is_cuda() && !torch::cuda::is_available())
+    throw InputError("--policy-device", "\"" + options.device + "\" requested but CUDA is not available");
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(config_path)) throw InputError(dir, "not a Hugging Face checkpoint directory (no config.json)");
+
+  const auto config = Qwen2_5_VLConfig::load(config_path);
+  const auto processor = Qwen2_5_VLProcessor::from_directory(dir, options.processor);
+  // The model lives only in this scope: freed before the next policy loads.
+  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(options.dtype == "bfloat16" ? torch::kBFloat16
+                                                                                              : torch::kFloat32));
+  qwen::load_checkpoint(*model, dir, config.text.tie_word_embeddings);
+  model->to(device);
+
+  std::unique_ptr<ProgressBar> bar;
+  if (options.progress) bar = std::make_unique<ProgressBar>("generate " + label, static_cast<int64_t>(prompts.size()), "prompts");
+  int64_t reported = 0;
+  auto responses = sample_responses(model, processor, prompts, 1, options.rollout, [&](int64_t done, int64_t) {
+    if (bar) bar->advance(done - reported);
+    reported = done;
+  });
+  if (bar) bar->finish();
+  std::vector<Response> out;
+  out.reserve(responses.size());
+  for (auto& r : responses) out.push_back(std::move(r.front()));
+  return out;
+}
+
+std::vector<AbRow> make_rows(const std::vector<PromptRecord>& prompts, const std::vector<Response>& a,
+                             const std::vector<Response>& b) {
+  if (a.size() != prompts.size() || b.size() != prompts.size())
+    throw std::invalid_argument("make_rows: one response per prompt and policy expected");
+  std::vector<AbRow> rows(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rows[i].id = prompts[i].id;
+    rows[i].question = prompts[i].question;
+    rows[i].reference = prompts[i].reference;
+    rows[i].response_a = a[i].text;
+    rows[i].response_b = b[i].text;
+    rows[i].stopped_a = a[i].stopped;
+    rows[i].stopped_b = b[i].stopped;
+  }
+  return rows;
+}
+
+void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts, std::vector<AbRow>& rows,
+                int64_t batch_size, bool progress) {
+  if (batch_size <= 0) throw InputError("--reward-batch-size", "must be positive");
+  if (rows.size() != prompts.size()) throw std::invalid_argument("score_rows: one row per prompt expected");
+  // Items in order (row 0 A, row 0 B, row 1 A, ...): a row's two responses usually share a batch.
+  struct Item {
+    size_t row;
+    bool b;
+  };
+  std::vector<Item> items;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    items.push_back({i, false});
+    items.push_back({i, true});
+  }
+  std::unique_ptr<ProgressBar> bar;
+  if (progress) bar = std::make_unique<ProgressBar>("score", static_cast<int64_t>(items.size()), "responses");
+  int64_t failed = 0;
+  for (size_t start = 0; start < items.size(); start += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(items.size(), start + static_cast<size_t>(batch_size));
+    std::vector<RewardRequest> batch;
+    for (size_t k = start; k < end; ++k) {
+      const auto& row = rows[items[k].row];
+      batch.push_back(reward_request(prompts[items[k].row], items[k].b ? row.response_b : row.response_a,
+                                     row.id + (items[k].b ? "/b" : "/a")));
+    }
+    std::vector<RewardResult> results;
+    std::string batch_error;
+    try {
+      results = reward.score(batch);
+      if (results.size() != batch.size())
+        batch_error = "reward backend returned " + std::to_string(results.size()) + " results for " +
+                      std::to_string(batch.size()) + " requests";
+    } catch (const std::exception& e) {
+      batch_error = std::string("reward backend failed on this batch: ") + e.what();
+    }
+    for (size_t k = start; k < end; ++k) {
+      auto& row = rows[items[k].row];
+      std::optional<double>& score = items[k].b ? row.reward_b : row.reward_a;
+      std::string& error = items[k].b ? row.error_b : row.error_a;
+      if (!batch_error.empty()) {
+        score.reset();
+        error = batch_error;
+      } else {
+        const auto& result = results[k - start];
+        if (result.ok() && std::isfinite(*result.score)) {
+          score = *result.score;
+          error.clear();
+        } else {
+          score.reset();
+          error = result.ok() ? "reward is not finite" : result.error.empty() ? "reward failed" : result.error;
+        }
+      }
+      failed += score ? 0 : 1;
+    }
+    if (bar) bar->advance(static_cast<int64_t>(end - start), failed ? std::to_string(failed) + " failed" : "");
+  }
+  if (bar) bar->finish(failed ? std::to_string(failed) + " failed" : "");
+}
+
+AbResult run_ab_compare(const AbCompareOptions& options, const nlohmann::json& reward_config) {
+  const auto prompts = read_prompt_jsonl(options.prompts_path, options.image_root);
+  for (const auto* dir : {&options.policy_a, &options.policy_b})
+    if (!fs::exists(fs::path(*dir) / "config.json"))
+      throw InputError(*dir, "not a Hugging Face checkpoint directory (no config.json)");
+
+  RewardRegistry registry;
+  register_reward_backends(registry);
+  auto reward = registry.create(reward_config);  // before generating: a bad config fails in seconds, not hours
+
+  auto responses_a = generate_for_policy(options.policy_a, options.label_a, prompts, options);
+  auto responses_b = generate_for_policy(options.policy_b, options.label_b, prompts, options);
+
+  AbResult result;
+  result.label_a = options.label_a;
+  result.label_b = options.label_b;
+  result.policy_a = options.policy_a;
+  result.policy_b = options.policy_b;
+  result.prompts_path = options.prompts_path;
+  result.reward_name = reward->name();
+  result.tie_epsilon = options.tie_epsilon;
+  result.bootstrap = options.bootstrap;
+  const auto& s = options.rollout.sampling;
+  result.settings = {
+      {"generation",
+       {{"greedy", s.greedy}, {"max_new_tokens", s.max_new_tokens}, {"batch_size", options.rollout.batch_size},
+        {"dtype", options.dtype}, {"device", options.device}}},
+      // Only the backend type: configs can hold credentials (a remote backend's token).
+      {"reward", {{"type", reward_config.value("type", std::string())}, {"batch_size", options.reward_batch_size}}}};
+  if (!s.greedy) {
+    auto& g = result.settings["generation"];
+    g["temperature"] = s.temperature;
+    g["top_k"] = s.top_k;
+    g["top_p"] = s.top_p;
+    g["seed"] = s.seed;
+  }
+  if (options.processor.min_pixels) result.settings["generation"]["min_pixels"] = *options.processor.min_pixels;
+  if (options.processor.max_pixels) result.settings["generation"]["max_pixels"] = *options.processor.max_pixels;
+
+  result.rows = make_rows(prompts, responses_a, responses_b);
+  score_rows(*reward, prompts, result.rows, options.reward_batch_size, options.progress);
+  summarize(result);
+  return result;
+}
+
+}  // namespace vlreward::mpo

@@ -1,0 +1,282 @@
+#include "reward/reward_train_config.h"
+
+#include <cctype>
+#include <cmath>
+#include <set>
+
+#include "adapters/common/config_file.h"
+#include "adapters/common/error.h"
+
+namespace vlreward {
+namespace {
+
+using nlohmann::json;
+
+// One config object read strictly: typed getters that name "<path>.<key>", and finish() rejecting the keys
+// nobody asked for (a misspelt key is an error, never silently ignored).
+class Section {
+ public:
+  Section(const json* value, std::string where, std::string source) : where_(std::move(where)), source_(std::move(source)) {
+    if (value != nullptr && !value->is_null()) {
+      if (!value->is_object())
+        throw InputError(source_, (where_.empty() ? "config" : where_) + ": must be a mapping, got " + value->dump());
+      value_ = value;
+    }
+  }
+
+  const json* get(const std::string& key) {
+    used_.insert(key);
+    if (value_ == nullptr) return nullptr;
+    auto it = value_->find(key);
+    return it == value_->end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<std::string> text(const std::string& key) {
+    const json* v = get(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+  std::string text(const std::string& key, std::string fallback) { return text(key).value_or(std::move(fallback)); }
+  bool flag(const std::string& key, bool fallback) {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
+    return v->get<bool>();
+  }
+  double number(const std::string& key, double fallback) {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
+    const double d = v->get<double>();
+    if (!std::isfinite(d)) fail(key, "must be finite, got " + v->dump());
+    return d;
+  }
+  std::optional<int64_t> integer(const std::string& key) {
+    const json* v = get(key);
+    if (v == nullptr) return std::nullopt;
+    // YAML "1e3" or JSON 2.0 are whole numbers too
+    if (v->is_number_float() && std::isfinite(v->get<double>()) && v->get<double>() == std::floor(v->get<double>()) &&
+        std::fabs(v->get<double>()) < 9e15)
+      return static_cast<int64_t>(v->get<double>());
+    if (!v->is_number_integer()) fail(key, "must be an integer, got " + v->dump());
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) fail(key, "is too large");
+    return v->get<int64_t>();
+  }
+  int64_t integer(const std::string& key, int64_t fallback) { return integer(key).value_or(fallback); }
+  Section section(const std::string& key) { return Section(get(key), path(key), source_); }
+
+  void finish() const {
+    if (value_ == nullptr) return;
+    for (const auto& item : value_->items())
+      if (used_.count(item.key()) == 0) fail(item.key(), "unknown key");
+  }
+  std::string path(const std::string& key) const { return where_.empty() ? key : where_ + "." + key; }
+  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
+    throw InputError(source_, path(key) + ": " + problem);
+  }
+  const std::string& source() const { return source_; }
+
+ private:
+  const json* value_ = nullptr;
+  std::string where_, source_;
+  std::set<std::string> used_;
+};
+
+std::string required_path(Section& s, const std::string& key) {
+  auto value = s.text(key);
+  if (!value) s.fail(key, "is required");
+  if (value->empty()) s.fail(key, "must not be empty");
+  return *value;
+}
+
+// `data: FILE` or `data: [FILE, ...]`.
+std::vector<std::string> path_list(Section& s, const std::string& key) {
+  const json* v = s.get(key);
+  if (v == nullptr) s.fail(key, "is required (a JSONL file or a list of them)");
+  std::vector<std::string> out;
+  if (v->is_string()) {
+    out.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    for (size_t i = 0; i < v->size(); ++i) {
+      if (!(*v)[i].is_string()) s.fail(key + "[" + std::to_string(i) + "]", "must be a file path, got " + (*v)[i].dump());
+      out.push_back((*v)[i].get<std::string>());
+    }
+  } else {
+    s.fail(key, "must be a file path or a list of them, got " + v->dump());
+  }
+  if (out.empty()) s.fail(key, "must name at least one file");
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i].empty()) s.fail(key + "[" + std::to_string(i) + "]", "must not be empty");
+  return out;
+}
+
+bool is_index(const std::string& s) {
+  if (s.empty() || s.size() > 6) return false;
+  for (char c : s)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+}  // namespace
+
+RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::string& source) {
+  RewardTrainConfig c;
+  Section root(&config, "", source);
+
+  Section model = root.section("model");
+  c.model.path = required_path(model, "path");
+  c.model.dtype = model.text("dtype", c.model.dtype);
+  if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
+    model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
+  c.model.device = model.text("device", c.model.device);
+  if (c.model.device != "cpu" && c.model.device.rfind("cuda", 0) != 0)
+    model.fail("device", "must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + c.model.device + "\"");
+  for (const char* key : {"min_pixels", "max_pixels"}) {
+    auto v = model.integer(key);
+    if (v && *v <= 0) model.fail(key, "must be > 0");
+    (std::string(key) == "min_pixels" ? c.model.min_pixels : c.model.max_pixels) = v;
+  }
+  model.finish();
+
+  Section head = root.section("value_head");
+  c.value_head.path = head.text("path", "");
+  c.value_head.init = head.text("init", c.value_head.init);
+  if (c.value_head.init != "normal" && c.value_head.init != "zeros")
+    head.fail("init", "must be \"normal\" or \"zeros\", got \"" + c.value_head.init + "\"");
+  const int64_t head_seed = head.integer("seed", 0);
+  if (head_seed < 0) head.fail("seed", "must be >= 0");
+  c.value_head.seed = static_cast<uint64_t>(head_seed);
+  head.finish();
+
+  Section freeze = root.section("freeze");
+  c.freeze.vision_tower = freeze.flag("vision_tower", c.freeze.vision_tower);
+  c.freeze.merger = freeze.flag("merger", c.freeze.merger);
+  c.freeze.llm = freeze.flag("llm", c.freeze.llm);
+  freeze.finish();
+
+  Section data = root.section("data");
+  c.data.image_root = data.text("image_root", "");
+  c.data.shuffle = data.flag("shuffle", c.data.shuffle);
+  data.finish();
+
+  Section train = root.section("train");
+  auto& t = c.train;
+  auto unit = [&](const char* key, double v) {
+    if (!(v >= 0 && v < 1)) train.fail(key, "must be in [0, 1), got " + json(v).dump());
+    return v;
+  };
+  t.weight_decay = train.number("weight_decay", t.weight_decay);
+  if (t.weight_decay < 0) train.fail("weight_decay", "must be >= 0");
+  t.adam_beta1 = unit("adam_beta1", train.number("adam_beta1", t.adam_beta1));
+  t.adam_beta2 = unit("adam_beta2", train.number("adam_beta2", t.adam_beta2));
+  t.adam_epsilon = train.number("adam_epsilon", t.adam_epsilon);
+  if (!(t.adam_epsilon > 0)) train.fail("adam_epsilon", "must be > 0");
+  t.max_grad_norm = train.number("max_grad_norm", t.max_grad_norm);
+  if (t.max_grad_norm < 0) train.fail("max_grad_norm", "must be >= 0 (0 = no clipping)");
+  t.gradient_accumulation_steps = train.integer("gradient_accumulation_steps", t.gradient_accumulation_steps);
+  if (t.gradient_accumulation_steps < 1) train.fail("gradient_accumulation_steps", "must be >= 1");
+  const int64_t seed = train.integer("seed", static_cast<int64_t>(t.seed));
+  if (seed < 0) train.fail("seed", "must be >= 0");
+  t.seed = static_cast<uint64_t>(seed);
+  t.num_threads = train.integer("num_threads", t.num_threads);
+  if (t.num_threads < 0) train.fail("num_threads", "must be >= 0 (0 = LibTorch's default)");
+  train.finish();
+
+  const json* stages = root.get("stages");
+  if (stages == nullptr) throw InputError(source, "stages: is required (a list of training stages)");
+  if (!stages->is_array() || stages->empty())
+    throw InputError(source, "stages: must be a non-empty list of stages, got " + stages->dump());
+  std::set<std::string> names;
+  for (size_t k = 0; k < stages->size(); ++k) {
+    const std::string where = "stages[" + std::to_string(k) + "]";
+    if (!(*stages)[k].is_object()) throw InputError(source, where + ": must be a mapping, got " + (*stages)[k].dump());
+    Section s(&(*stages)[k], where, source);
+    Stage stage;
+    stage.name = s.text("name", "stage-" + std::to_string(k + 1));
+    if (stage.name.empty()) s.fail("name", "must not be empty");
+    if (!names.insert(stage.name).second) s.fail("name", "duplicate stage name \"" + stage.name + "\"");
+    stage.data = path_list(s, "data");
+    stage.epochs = s.integer("epochs", stage.epochs);
+    if (stage.epochs < 1) s.fail("epochs", "must be >= 1");
+    stage.learning_rate = s.number("learning_rate", stage.learning_rate);
+    if (!(stage.learning_rate > 0)) s.fail("learning_rate", "must be > 0");
+    stage.warmup_ratio = s.number("warmup_ratio", stage.warmup_ratio);
+    if (!(stage.warmup_ratio >= 0 && stage.warmup_ratio <= 1)) s.fail("warmup_ratio", "must be in [0, 1]");
+    stage.batch_size = s.integer("batch_size", stage.batch_size);
+    if (stage.batch_size < 1) s.fail("batch_size", "must be >= 1");
+    s.finish();
+    c.stages.push_back(std::move(stage));
+  }
+
+  Section eval = root.section("eval");
+  c.eval.data = eval.text("data", "");
+  c.eval.batch_size = eval.integer("batch_size", c.eval.batch_size);
+  if (c.eval.batch_size < 1) eval.fail("batch_size", "must be >= 1");
+  eval.finish();
+
+  Section output = root.section("output");
+  c.output.dir = required_path(output, "dir");
+  c.output.jsonl = output.flag("jsonl", c.output.jsonl);
+  c.output.progress = output.flag("progress", c.output.progress);
+  output.finish();
+
+  // Everything frozen still trains the value head (a linear probe on frozen features): allowed.
+  root.finish();
+  return c;
+}
+
+json RewardTrainConfig::to_json() const {
+  json m{{"path", model.path}, {"dtype", model.dtype}, {"device", model.device}};
+  if (model.min_pixels) m["min_pixels"] = *model.min_pixels;
+  if (model.max_pixels) m["max_pixels"] = *model.max_pixels;
+  json s = json::array();
+  for (const auto& st : stages)
+    s.push_back({{"name", st.name},
+                 {"data", st.data},
+                 {"epochs", st.epochs},
+                 {"learning_rate", st.learning_rate},
+                 {"warmup_ratio", st.warmup_ratio},
+                 {"batch_size", st.batch_size}});
+  return json{
+      {"model", m},
+      {"value_head", {{"path", value_head.path}, {"init", value_head.init}, {"seed", value_head.seed}}},
+      {"freeze", {{"vision_tower", freeze.vision_tower}, {"merger", freeze.merger}, {"llm", freeze.llm}}},
+      {"data", {{"image_root", data.image_root}, {"shuffle", data.shuffle}}},
+      {"train",
+       {{"weight_decay", train.weight_decay},
+        {"adam_beta1", train.adam_beta1},
+        {"adam_beta2", train.adam_beta2},
+        {"adam_epsilon", train.adam_epsilon},
+        {"max_grad_norm", train.max_grad_norm},
+        {"gradient_accumulation_steps", train.gradient_accumulation_steps},
+        {"seed", train.seed},
+        {"num_threads", train.num_threads}}},
+      {"stages", s},
+      {"eval", {{"data", eval.data}, {"batch_size", eval.batch_size}}},
+      {"output", {{"dir", output.dir}, {"jsonl", output.jsonl}, {"progress", output.progress}}},
+  };
+}
+
+RewardTrainConfig load_reward_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  json config = load_config_file(path);
+  for (const auto& assignment : overrides) {
+    // "stages.N.rest=value": apply "rest=value" inside stage N (apply_override walks objects only).
+    const size_t eq = assignment.find('=');
+    const std::string key = assignment.substr(0, eq);
+    if (eq != std::string::npos && key.rfind("stages.", 0) == 0) {
+      const size_t dot = key.find('.', 7);
+      const std::string index = key.substr(7, dot == std::string::npos ? std::string::npos : dot - 7);
+      if (!is_index(index)) throw_input_error(assignment, "stages are addressed by index: stages.N.key=value");
+      const size_t k = std::stoul(index);
+      if (!config.contains("stages") || !config["stages"].is_array() || k >= config["stages"].size())
+        throw_input_error(assignment, "there is no stage {} (stages are numbered from 0)", k);
+      if (dot == std::string::npos) throw_input_error(assignment, "give a key inside the stage: stages.N.key=value");
+      apply_override(config["stages"][k], assignment.substr(dot + 1));
+      continue;
+    }
+    apply_override(config, assignment);
+  }
+  return RewardTrainConfig::from_json(config, path);
+}
+
+}  // namespace vlreward

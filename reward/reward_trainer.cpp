@@ -1,0 +1,484 @@
+#include "reward/reward_trainer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <random>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/common/atomic_file.h"
+#include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
+#include "adapters/common/progress.h"
+#include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/weights.h"
+
+namespace vlreward {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kDoneFile = "DONE";
+constexpr const char* kDoneFormat = "vlreward-reward-train-stage/1";
+constexpr const char* kValueHeadFile = "value_head.safetensors";
+constexpr const char* kWeightName = "v_head.summary.weight";
+constexpr const char* kBiasName = "v_head.summary.bias";
+
+torch::ScalarType parameter_dtype(const std::string& name) {
+  return name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+// Which freeze switch covers a parameter (hub names). lm_head never takes part in a reward.
+bool is_frozen(const std::string& name, const RewardTrainConfig::Freeze& freeze) {
+  if (name.rfind("visual.merger.", 0) == 0) return freeze.merger;
+  if (name.rfind("visual.", 0) == 0) return freeze.vision_tower;
+  if (name.rfind("lm_head.", 0) == 0) return true;
+  return freeze.llm;
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // best effort: durability, not correctness, depends on it
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Renames a finished temp dir into place (replacing an older one) and makes the rename durable.
+void commit_dir(const std::string& temp_dir, const std::string& final_dir) {
+  fsync_path(temp_dir);
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir);
+  fs::rename(temp_dir, final_dir);
+  fsync_path(fs::path(final_dir).parent_path().string());
+}
+
+// FNV-1a over a file's bytes: enough to notice that a stage's data changed between runs.
+std::string file_digest(const std::string& path) {
+  const std::string bytes = read_file(path);
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
+}
+
+// What decides stage k's result: the model and head it starts from, the shared settings, stages 1..k.
+json stage_identity(const RewardTrainConfig& config, size_t k) {
+  const json all = config.to_json();
+  json stages = json::array();
+  for (size_t i = 0; i <= k; ++i) {
+    json s = all.at("stages")[i];
+    json files = json::array();
+    for (const auto& path : config.stages[i].data) {
+      std::error_code ec;
+      files.push_back({{"path", path}, {"digest", fs::is_regular_file(path, ec) ? file_digest(path) : "missing"}});
+    }
+    s["data"] = files;
+    stages.push_back(s);
+  }
+  json train = all.at("train");
+  train.erase("num_threads");
+  json model = all.at("model");
+  model.erase("device");
+  return json{{"model", model}, {"value_head", all.at("value_head")}, {"freeze", all.at("freeze")},
+              {"data", {{"shuffle", config.data.shuffle}}}, {"train", train}, {"stages", stages}};
+}
+
+void diff_keys(const json& a, const json& b, const std::string& prefix, std::vector<std::string>& out) {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& [key, value] : a.items())
+      diff_keys(value, b.contains(key) ? b.at(key) : json(), prefix.empty() ? key : prefix + "." + key, out);
+    for (const auto& [key, value] : b.items())
+      if (!a.contains(key)) out.push_back(prefix.empty() ? key : prefix + "." + key);
+    return;
+  }
+  if (a.is_array() && b.is_array() && a.size() == b.size()) {
+    for (size_t i = 0; i < a.size(); ++i) diff_keys(a[i], b[i], prefix + "[" + std::to_string(i) + "]", out);
+    return;
+  }
+  if (a != b) out.push_back(prefix + " (then " + a.dump() + ", now " + b.dump() + ")");
+}
+
+std::string stage_dir(const RewardTrainConfig& config, size_t k) {
+  return (fs::path(config.output.dir) / fmt::format("stage-{}", k + 1)).string();
+}
+
+// Whether stage k (0-based) finished under this same config; throws when it finished under another one.
+bool stage_done(const RewardTrainConfig& config, size_t k) {
+  const fs::path done = fs::path(stage_dir(config, k)) / kDoneFile;
+  std::error_code ec;
+  if (!fs::is_regular_file(done, ec)) return false;
+  json record;
+  try {
+    record = json::parse(read_file(done.string()));
+  } catch (const json::exception& e) {
+    throw InputError(done.string(), fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!record.is_object() || record.value("format", "") != kDoneFormat || !record.contains("identity"))
+    throw InputError(done.string(), fmt::format("not a {} file", kDoneFormat));
+  std::vector<std::string> changed;
+  diff_keys(record.at("identity"), stage_identity(config, k), "", changed);
+  if (!changed.empty()) {
+    std::string list;
+    for (const auto& c : changed) list += (list.empty() ? "" : "; ") + c;
+    throw InputError(done.string(),
+                     fmt::format("stage {} was trained with another config or data; choose another output.dir or "
+                                 "delete {} and the stages after it. Differences: {}",
+                                 k + 1, stage_dir(config, k), list));
+  }
+  return true;
+}
+
+// metrics.jsonl lines of stages before `first_stage` (1-based) survive a rerun; later ones are redone.
+void truncate_metrics(const std::string& path, int64_t first_stage) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return;
+  const std::string content = read_file(path);
+  std::string kept;
+  size_t start = 0;
+  while (start < content.size()) {
+    size_t end = content.find('\n', start);
+    if (end == std::string::npos) break;  // a torn last line
+    const std::string line = content.substr(start, end - start);
+    start = end + 1;
+    try {
+      const json j = json::parse(line);
+      if (j.value("stage", int64_t{0}) < first_stage) kept += line + "\n";
+    } catch (const json::exception&) {
+    }
+  }
+  write_file_atomic(path, kept);
+}
+
+std::vector<PreferencePair> read_stage_data(const std::vector<std::string>& files, const std::string& image_root) {
+  std::vector<PreferencePair> pairs;
+  for (const auto& file : files) {
+    auto more = read_preference_pairs(file, image_root);
+    pairs.insert(pairs.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  return pairs;
+}
+
+std::string status_line(const std::map<std::string, double>& m) {
+  return fmt::format("loss {:.4f} acc {:.2f} margin {:+.3f} lr {:.2e} |g| {:.3f}", m.at("loss"), m.at("accuracy"),
+                     m.at("margin"), m.at("lr"), m.at("grad_norm"));
+}
+
+}  // namespace
+
+double warmup_cosine_factor(int64_t step, int64_t warmup_steps, int64_t total_steps) {
+  if (step < warmup_steps) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
+  const double progress = static_cast<double>(step - warmup_steps) /
+                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+std::vector<int64_t> pair_order(int64_t n, uint64_t seed, int64_t stage, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  if (!shuffle) return order;
+  std::seed_seq seq{static_cast<uint32_t>(seed & 0xFFFFFFFFu), static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(stage), static_cast<uint32_t>(epoch)};
+  std::mt19937_64 engine(seq);
+  // Our own Fisher-Yates: std::shuffle's draws differ between standard libraries.
+  for (int64_t i = n - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(engine() % static_cast<uint64_t>(i + 1));
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
+  }
+  return order;
+}
+
+bool decays_weight(const std::string& name) {
+  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))");
+  return !std::regex_search(name, no_decay);
+}
+
+RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(config)), device_(config_.model.device) {
+  if (device_.is_cuda() && !torch::cuda::is_available())
+    throw InputError("model.device", fmt::format("\"{}\" requested but CUDA is not available", config_.model.device));
+  if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
+  processor_ = std::make_unique<Qwen2_5_VLProcessor>(
+      Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
+  const auto model_config = Qwen2_5_VLConfig::load((fs::path(config_.model.path) / "config.json").string());
+  model_ = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(parameter_dtype(config_.model.dtype)));
+  qwen::load_checkpoint(*model_, config_.model.path, model_config.text.tie_word_embeddings);
+  const int64_t hidden = model_config.text.hidden_size;
+  if (!config_.value_head.path.empty()) {
+    head_ = load_value_head(config_.value_head.path, hidden);
+  } else {
+    head_ = ValueHead(hidden);
+    if (config_.value_head.init == "normal") {
+      torch::NoGradGuard no_grad;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(config_.value_head.seed);
+      head_->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(hidden + 1)), gen);
+    }
+  }
+  model_->to(device_);
+  head_->to(device_);
+  // train() mode changes nothing in this model (no dropout), but says what the module is doing.
+  model_->train();
+  for (auto& item : model_->named_parameters()) {
+    torch::Tensor p = item.value();
+    if (is_frozen(item.key(), config_.freeze)) {
+      p.set_requires_grad(false);
+      continue;
+    }
+    trainable_.emplace_back(item.key(), p);
+  }
+  trainable_.emplace_back(kWeightName, head_->weight);
+  trainable_.emplace_back(kBiasName, head_->bias);
+}
+
+RewardTrainer::~RewardTrainer() = default;
+
+std::pair<torch::Tensor, torch::Tensor> RewardTrainer::score_pairs(const std::vector<const PreferencePair*>& pairs) {
+  std::vector<RewardInput> inputs;
+  inputs.reserve(2 * pairs.size());
+  for (const bool chosen : {true, false})
+    for (const PreferencePair* pair : pairs)
+      inputs.push_back(prepare_reward_input(*processor_, chosen ? pair->chosen_request() : pair->rejected_request(),
+                                            pair->source + (chosen ? " (chosen)" : " (rejected)")));
+  std::vector<const RewardInput*> rows;
+  for (const auto& input : inputs) rows.push_back(&input);
+  const RewardBatch batch = build_reward_batch(rows, processor_->pad_token_id(), device_);
+  auto values = reward_values(model_, head_, batch);
+  const auto b = static_cast<int64_t>(pairs.size());
+  return {values.slice(0, 0, b), values.slice(0, b, 2 * b)};
+}
+
+void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64_t total_steps) {
+  const auto& t = config_.train;
+  learning_rate_ = learning_rate;
+  step_ = 0;
+  total_steps_ = total_steps;
+  warmup_steps_ = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * warmup_ratio));
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& [name, p] : trainable_) (decays_weight(name) ? decay : no_decay).push_back(p);
+  auto options = [&](double weight_decay) {
+    return torch::optim::AdamWOptions(learning_rate)
+        .betas({t.adam_beta1, t.adam_beta2})
+        .eps(t.adam_epsilon)
+        .weight_decay(weight_decay);
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options(t.weight_decay)));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(t.weight_decay));
+}
+
+RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferencePair*>>& micro_batches) {
+  if (!optimizer_) throw std::logic_error("optimizer_step: begin_stage() first");
+  if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
+  const double scale = 1.0 / static_cast<double>(micro_batches.size());
+  optimizer_->zero_grad();
+  double loss_sum = 0, correct = 0, margin_sum = 0, chosen_sum = 0, rejected_sum = 0;
+  int64_t pairs = 0;
+  for (const auto& batch : micro_batches) {
+    if (batch.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
+    auto [chosen, rejected] = score_pairs(batch);
+    auto margin = chosen - rejected;
+    auto loss = -torch::log_sigmoid(margin).mean();
+    (loss * scale).backward();
+    loss_sum += loss.item<double>();
+    auto m = margin.detach().to(torch::kCPU, torch::kFloat64);
+    correct += m.gt(0).sum().item<double>();
+    margin_sum += m.sum().item<double>();
+    chosen_sum += chosen.detach().to(torch::kFloat64).sum().item<double>();
+    rejected_sum += rejected.detach().to(torch::kFloat64).sum().item<double>();
+    pairs += static_cast<int64_t>(batch.size());
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& item : trainable_) params.push_back(item.second);
+  const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
+                                                          : std::numeric_limits<double>::infinity();
+  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  const double lr = learning_rate_ * warmup_cosine_factor(step_, warmup_steps_, total_steps_);
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  optimizer_->step();
+  ++step_;
+
+  RewardStepMetrics out;
+  out.step = step_;
+  const double n = static_cast<double>(pairs);
+  out.values = {{"loss", loss_sum * scale},         {"accuracy", correct / n},
+                {"margin", margin_sum / n},         {"rewards/chosen", chosen_sum / n},
+                {"rewards/rejected", rejected_sum / n}, {"lr", lr},
+                {"grad_norm", grad_norm}};
+  return out;
+}
+
+PairEvaluation RewardTrainer::evaluate(const std::vector<PreferencePair>& pairs, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  PairEvaluation out;
+  double loss_sum = 0;
+  for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<const PreferencePair*> batch;
+    for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
+      batch.push_back(&pairs[i]);
+    auto [chosen, rejected] = score_pairs(batch);
+    auto c = chosen.to(torch::kCPU, torch::kFloat64).contiguous();
+    auto r = rejected.to(torch::kCPU, torch::kFloat64).contiguous();
+    loss_sum += -torch::log_sigmoid(c - r).sum().item<double>();
+    out.chosen.insert(out.chosen.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+    out.rejected.insert(out.rejected.end(), r.data_ptr<double>(), r.data_ptr<double>() + r.numel());
+  }
+  out.pairs = static_cast<int64_t>(pairs.size());
+  double correct = 0, margin = 0;
+  for (size_t i = 0; i < out.chosen.size(); ++i) {
+    correct += out.chosen[i] > out.rejected[i] ? 1 : 0;
+    margin += out.chosen[i] - out.rejected[i];
+  }
+  const double n = std::max<double>(1, static_cast<double>(out.pairs));
+  out.loss = loss_sum / n;
+  out.accuracy = correct / n;
+  out.margin = margin / n;
+  return out;
+}
+
+void RewardTrainer::export_model(const std::string& dir) const {
+  fs::create_directories(dir);
+  qwen::save_checkpoint(*model_, dir);
+  save_value_head(head_, (fs::path(dir) / kValueHeadFile).string());
+  for (const auto& entry : fs::directory_iterator(config_.model.path)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string name = entry.path().filename().string();
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    // Weights and the head come from memory; a DONE/manifest would describe another directory.
+    if (ends_with(".safetensors") || ends_with(".safetensors.index.json") || ends_with(".bin") ||
+        ends_with(".bin.index.json") || name == kDoneFile || name == "manifest.json")
+      continue;
+    const std::string target = (fs::path(dir) / name).string();
+    if (name == "config.json") {
+      auto cfg = json::parse(read_file(entry.path().string()));
+      if (cfg.contains("torch_dtype")) cfg["torch_dtype"] = config_.model.dtype;
+      cfg["dtype"] = config_.model.dtype;
+      if (cfg.contains("text_config") && cfg["text_config"].is_object() && cfg["text_config"].contains("dtype"))
+        cfg["text_config"]["dtype"] = config_.model.dtype;
+      write_file_atomic(target, cfg.dump(2) + "\n");
+    } else {
+      write_file_atomic(target, read_file(entry.path().string()));
+    }
+  }
+}
+
+void RewardTrainer::load_model(const std::string& dir) {
+  const auto model_config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
+  qwen::load_checkpoint(*model_, dir, model_config.text.tie_word_embeddings);
+  ValueHead loaded = load_value_head((fs::path(dir) / kValueHeadFile).string(), head_->weight.size(1));
+  torch::NoGradGuard no_grad;
+  head_->weight.copy_(loaded->weight);
+  head_->bias.copy_(loaded->bias);
+}
+
+std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
+  const fs::path out_dir(config_.output.dir);
+  fs::create_directories(out_dir);
+  for (const auto& entry : fs::directory_iterator(out_dir))  // left by a crash while exporting
+    if (entry.is_directory() && entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path());
+
+  // Every stage's data is read up front, so a bad line fails the run before hours of training.
+  std::vector<std::vector<PreferencePair>> data;
+  for (const auto& stage : config_.stages) data.push_back(read_stage_data(stage.data, config_.data.image_root));
+  std::vector<PreferencePair> eval_pairs;
+  if (!config_.eval.data.empty()) eval_pairs = read_preference_pairs(config_.eval.data, config_.data.image_root);
+
+  size_t first = 0;
+  while (first < config_.stages.size() && stage_done(config_, first)) ++first;
+  if (first > 0) {
+    load_model(stage_dir(config_, first - 1));
+    for (size_t k = 0; k < first; ++k)
+      if (callbacks.on_stage_done) callbacks.on_stage_done(static_cast<int64_t>(k + 1), stage_dir(config_, k));
+  }
+  const std::string metrics_path = (out_dir / "metrics.jsonl").string();
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
+  if (config_.output.jsonl) {
+    truncate_metrics(metrics_path, static_cast<int64_t>(first + 1));
+    metrics.reset(std::fopen(metrics_path.c_str(), "a"));
+    if (!metrics) throw InputError(metrics_path, "cannot open for appending");
+  }
+  auto write_metrics = [&](const json& line) {
+    if (!metrics) return;
+    const std::string text = line.dump() + "\n";
+    std::fwrite(text.data(), 1, text.size(), metrics.get());
+    std::fflush(metrics.get());
+  };
+
+  for (size_t k = first; k < config_.stages.size(); ++k) {
+    const auto& stage = config_.stages[k];
+    const auto& pairs = data[k];
+    const auto n = static_cast<int64_t>(pairs.size());
+    const int64_t bs = stage.batch_size, accumulation = config_.train.gradient_accumulation_steps;
+    const int64_t micro_per_epoch = (n + bs - 1) / bs;
+    const int64_t steps_per_epoch = (micro_per_epoch + accumulation - 1) / accumulation;
+    begin_stage(stage.learning_rate, stage.warmup_ratio, steps_per_epoch * stage.epochs);
+    const int64_t stage_number = static_cast<int64_t>(k + 1);
+    std::unique_ptr<ProgressBar> progress;
+    if (config_.output.progress)
+      progress = std::make_unique<ProgressBar>(
+          fmt::format("stage {}/{} {}", stage_number, config_.stages.size(), stage.name), total_steps_, "steps");
+    for (int64_t epoch = 0; epoch < stage.epochs; ++epoch) {
+      const auto order = pair_order(n, config_.train.seed, static_cast<int64_t>(k), epoch, config_.data.shuffle);
+      int64_t index = 0;
+      while (index < n) {
+        std::vector<std::vector<const PreferencePair*>> micro;
+        while (static_cast<int64_t>(micro.size()) < accumulation && index < n) {
+          std::vector<const PreferencePair*> batch;
+          for (int64_t i = index; i < std::min(n, index + bs); ++i)
+            batch.push_back(&pairs[static_cast<size_t>(order[static_cast<size_t>(i)])]);
+          index = std::min(n, index + bs);
+          micro.push_back(std::move(batch));
+        }
+        RewardStepMetrics m = optimizer_step(micro);
+        m.values["epoch"] = static_cast<double>(epoch) + static_cast<double>(index) / static_cast<double>(n);
+        json line{{"stage", stage_number}, {"stage_name", stage.name}, {"step", m.step}};
+        for (const auto& [key, value] : m.values) line[key] = value;
+        write_metrics(line);
+        if (progress) progress->advance(1, status_line(m.values));
+        if (callbacks.on_step) callbacks.on_step(stage_number, m);
+      }
+    }
+    json done{{"format", kDoneFormat}, {"stage", stage_number}, {"name", stage.name}, {"steps", step_},
+              {"pairs", n}, {"identity", stage_identity(config_, k)}};
+    std::optional<PairEvaluation> evaluation;
+    if (!eval_pairs.empty()) {
+      evaluation = evaluate(eval_pairs, config_.eval.batch_size);
+      const auto& e = *evaluation;
+      json eval{{"pairs", e.pairs}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"margin", e.margin}};
+      done["eval"] = eval;
+      write_metrics({{"stage", stage_number}, {"stage_name", stage.name}, {"step", step_}, {"eval", eval}});
+    }
+    if (progress)
+      progress->finish(evaluation ? fmt::format("eval acc {:.3f} margin {:+.3f}", evaluation->accuracy, evaluation->margin)
+                                  : std::string("done"));
+    if (evaluation && callbacks.on_eval) callbacks.on_eval(stage_number, *evaluation);
+    const std::string final_dir = stage_dir(config_, k);
+    const std::string temp_dir = (out_dir / fmt::format(".tmp-stage-{}", k + 1)).string();
+    fs::remove_all(temp_dir);
+    export_model(temp_dir);
+    write_file_atomic((fs::path(temp_dir) / kDoneFile).string(), done.dump(2) + "\n");  // last: marks it complete
+    commit_dir(temp_dir, final_dir);
+    // Later stages trained from an older version of this one are stale now.
+    for (size_t later = k + 1; later < config_.stages.size(); ++later) fs::remove_all(stage_dir(config_, later));
+    if (callbacks.on_stage_done) callbacks.on_stage_done(stage_number, final_dir);
+  }
+
+  const std::string final_dir = (out_dir / "final_model").string();
+  const std::string temp_dir = (out_dir / ".tmp-final_model").string();
+  fs::remove_all(temp_dir);
+  export_model(temp_dir);
+  commit_dir(temp_dir, final_dir);
+  return final_dir;
+}
+
+}  // namespace vlreward
