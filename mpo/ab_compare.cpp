@@ -69,7 +69,9 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
                 int64_t batch_size, bool progress) {
   if (batch_size <= 0) throw InputError("--reward-batch-size", "must be positive");
   if (rows.size() != prompts.size()) throw std::invalid_argument("score_rows: one row per prompt expected");
-  // Items in order (row 0 A, row 0 B, row 1 A, ...): a row's two responses usually share a batch.
+  // Items in order (row 0 A, row 0 B, row 1 A, ...): a row's two responses usually share a batch. When both
+  // policies gave the same text, it is scored once and both get that score: a tie, not a win decided by the
+  // float noise of two different batches.
   struct Item {
     size_t row;
     bool b;
@@ -77,7 +79,7 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
   std::vector<Item> items;
   for (size_t i = 0; i < rows.size(); ++i) {
     items.push_back({i, false});
-    items.push_back({i, true});
+    if (rows[i].response_b != rows[i].response_a) items.push_back({i, true});
   }
   std::unique_ptr<ProgressBar> bar;
   if (progress) bar = std::make_unique<ProgressBar>("score", static_cast<int64_t>(items.size()), "responses");
@@ -121,6 +123,11 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
     }
     if (bar) bar->advance(static_cast<int64_t>(end - start), failed ? std::to_string(failed) + " failed" : "");
   }
+  for (auto& row : rows)
+    if (row.response_b == row.response_a) {
+      row.reward_b = row.reward_a;
+      row.error_b = row.error_a;
+    }
   if (bar) bar->finish(failed ? std::to_string(failed) + " failed" : "");
 }
 

@@ -97,6 +97,7 @@ nlohmann::json PairStats::to_json() const {
           {"responses", responses},
           {"responses_scored", responses_scored},
           {"reward_errors", reward_errors},
+          {"empty_responses", empty_responses},
           {"pairs", pairs},
           {"prompts_paired", prompts_paired},
           {"dropped", {{"too_few_scored", dropped_too_few_scored}, {"tie", dropped_tie}, {"margin", dropped_margin},
@@ -116,10 +117,10 @@ std::string PairStats::summary() const {
                         b < edges.size() ? fmt::format("{:g}", edges[b]) : std::string("inf"), margin_histogram[b]);
   }
   return fmt::format(
-      "{} prompts, {} responses ({} scored, {} reward errors); {} pairs from {} prompts; dropped prompts: {} tie, "
+      "{} prompts, {} responses ({} scored, {} reward errors, {} empty); {} pairs from {} prompts; dropped prompts: {} tie, "
       "{} margin, {} duplicate, {} too few scored (drop rate {:.1f}%); reward mean {:.4g} [{:.4g}, {:.4g}]; "
       "margin mean {:.4g}; margins {}",
-      prompts, responses, responses_scored, reward_errors, pairs, prompts_paired, dropped_tie, dropped_margin,
+      prompts, responses, responses_scored, reward_errors, empty_responses, pairs, prompts_paired, dropped_tie, dropped_margin,
       dropped_duplicate, dropped_too_few_scored, 100.0 * drop_rate, reward_mean, reward_min, reward_max, margin_mean,
       hist.empty() ? "-" : hist);
 }
@@ -130,6 +131,7 @@ std::map<std::string, double> PairStats::to_metrics() const {
       {"pairs/responses", static_cast<double>(responses)},
       {"pairs/responses_scored", static_cast<double>(responses_scored)},
       {"pairs/reward_errors", static_cast<double>(reward_errors)},
+      {"pairs/empty_responses", static_cast<double>(empty_responses)},
       {"pairs/kept", static_cast<double>(pairs)},
       {"pairs/prompts_paired", static_cast<double>(prompts_paired)},
       {"pairs/dropped_tie", static_cast<double>(dropped_tie)},
@@ -161,12 +163,14 @@ BuiltPairs build_pairs(const std::vector<PromptRecord>& prompts, const std::vect
   for (size_t i = 0; i < prompts.size(); ++i)
     for (size_t j = 0; j < responses[i].size(); ++j) {
       scored[i].push_back({responses[i][j], std::nullopt});
-      where.emplace_back(i, j);
+      if (!responses[i][j].empty()) where.emplace_back(i, j);
     }
   BuiltPairs out;
   PairStats& s = out.stats;
+  for (const auto& list : responses)
+    for (const auto& text : list) s.empty_responses += text.empty() ? 1 : 0;
   s.prompts = static_cast<int64_t>(prompts.size());
-  s.responses = static_cast<int64_t>(where.size());
+  s.responses = static_cast<int64_t>(where.size()) + s.empty_responses;
   double reward_sum = 0;
   s.reward_min = std::numeric_limits<double>::infinity();
   s.reward_max = -std::numeric_limits<double>::infinity();

@@ -2,6 +2,8 @@
 // Reward-ranked preference pairs for online MPO rounds (../shared/spec/mpo.md §6): N sampled responses per prompt
 // are scored by a reward backend; chosen = the highest score, rejected = the lowest.
 //
+// Empty responses (the policy ended its turn at once) are counted and left out before scoring: a pair needs text
+// on both sides (the pair file and the trainer refuse an empty completion).
 // Per prompt, with the responses that scored (an item error — or a non-finite score — is counted and that
 // response dropped; the round goes on) sorted by score, highest first (ties in sample order):
 //   fewer than 2 scored                 → dropped (too_few_scored)
@@ -69,6 +71,7 @@ struct PairStats {
   int64_t responses = 0;         // sampled
   int64_t responses_scored = 0;  // with a finite score
   int64_t reward_errors = 0;     // item errors and non-finite scores
+  int64_t empty_responses = 0;   // left out unscored
   int64_t pairs = 0;             // kept
   int64_t prompts_paired = 0;
   int64_t dropped_too_few_scored = 0, dropped_tie = 0, dropped_margin = 0, dropped_duplicate = 0;  // prompts

@@ -352,8 +352,8 @@ class ScriptedReward : public RewardBackend {
 TEST(AbCompare, ScoringErrorsAreRecordedPerRowAndNeverAbort) {
   std::vector<PromptRecord> prompts(4);
   std::vector<Response> a(4), b(4);
-  const char* texts_a[] = {"aa", "please fail", "a", "boom"};
-  const char* texts_b[] = {"bbb", "b", "a", "b"};
+  const char* texts_a[] = {"aa", "please fail", "boom", "same"};
+  const char* texts_b[] = {"bbb", "b", "b", "same"};
   for (int i = 0; i < 4; ++i) {
     prompts[i].id = "p" + std::to_string(i);
     prompts[i].question = "q";
@@ -362,15 +362,18 @@ TEST(AbCompare, ScoringErrorsAreRecordedPerRowAndNeverAbort) {
   }
   auto rows = make_rows(prompts, a, b);
   ScriptedReward reward;
-  score_rows(reward, prompts, rows, 2, false);  // batches: (p0a, p0b) (p1a, p1b) (p2a, p2b) (p3a, p3b)
+  // Batches: (p0a, p0b) (p1a, p1b) (p2a, p2b) (p3a): p3's identical responses are scored once.
+  score_rows(reward, prompts, rows, 2, false);
   EXPECT_EQ(rows[0].reward_a.value_or(-1), 2);
   EXPECT_EQ(rows[0].reward_b.value_or(-1), 3);
   EXPECT_FALSE(rows[1].reward_a.has_value());
   EXPECT_EQ(rows[1].error_a, "cannot score p1/a");
   EXPECT_TRUE(rows[1].reward_b.has_value());
-  EXPECT_FALSE(rows[3].reward_a.has_value());
-  EXPECT_FALSE(rows[3].reward_b.has_value());  // the whole batch failed
-  EXPECT_NE(rows[3].error_b.find("backend exploded"), std::string::npos);
+  EXPECT_FALSE(rows[2].reward_a.has_value());
+  EXPECT_FALSE(rows[2].reward_b.has_value());  // the whole batch failed
+  EXPECT_NE(rows[2].error_b.find("backend exploded"), std::string::npos);
+  ASSERT_TRUE(rows[3].reward_a.has_value());
+  EXPECT_EQ(rows[3].reward_b, rows[3].reward_a);  // the same text: the same score, a tie
   AbResult result;
   result.rows = rows;
   result.bootstrap = boot(100);
