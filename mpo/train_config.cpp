@@ -3,92 +3,14 @@
 #include <cmath>
 
 #include "adapters/common/config_file.h"
+#include "adapters/common/config_section.h"
 #include "adapters/common/error.h"
-#include "plugin/config_reader.h"
 
 namespace vlreward::mpo {
 namespace {
 
 using nlohmann::json;
-
-// One config object read strictly: typed getters naming "<section>.<key>", and finish() rejecting unknown keys.
-// Built on ConfigReader (key bookkeeping); errors become InputError(source, ...).
-class Section {
- public:
-  Section(const json& value, std::string where, std::string source)
-      : empty_(json::object()), where_(std::move(where)), source_(std::move(source)),
-        reader_(checked(value), where_) {}
-
-  std::optional<std::string> text(const std::string& key) {
-    const json* v = get(key);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
-    return v->get<std::string>();
-  }
-  std::string text(const std::string& key, std::string fallback) { return text(key).value_or(std::move(fallback)); }
-  bool flag(const std::string& key, bool fallback) {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
-    return v->get<bool>();
-  }
-  double number(const std::string& key, double fallback) {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
-    const double d = v->get<double>();
-    if (!std::isfinite(d)) fail(key, "must be finite, got " + v->dump());
-    return d;
-  }
-  std::optional<int64_t> integer(const std::string& key) {
-    const json* v = get(key);
-    if (v == nullptr) return std::nullopt;
-    if (v->is_number_float() && std::isfinite(v->get<double>()) && v->get<double>() == std::floor(v->get<double>()) &&
-        std::fabs(v->get<double>()) < 9e15)
-      return static_cast<int64_t>(v->get<double>());
-    if (!v->is_number_integer()) fail(key, "must be an integer, got " + v->dump());
-    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) fail(key, "is too large");
-    return v->get<int64_t>();
-  }
-  int64_t integer(const std::string& key, int64_t fallback) { return integer(key).value_or(fallback); }
-  const json* raw(const std::string& key) { return get(key); }
-  Section section(const std::string& key) {
-    const json* v = get(key);
-    return Section(v == nullptr ? empty_ : *v, where_.empty() ? key : where_ + "." + key, source_);
-  }
-  void finish() {
-    try {
-      reader_.finish();
-    } catch (const RewardConfigError& e) {
-      throw InputError(source_, e.what());
-    }
-  }
-  std::string path(const std::string& key) const { return where_.empty() ? key : where_ + "." + key; }
-  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
-    throw InputError(source_, path(key) + ": " + problem);
-  }
-
- private:
-  const json& checked(const json& value) const {
-    if (!value.is_object()) throw InputError(source_, (where_.empty() ? "config" : where_) + ": must be a mapping, got " + value.dump());
-    return value;
-  }
-  const json* get(const std::string& key) {
-    const json* v = reader_.child(key);
-    return v == nullptr || v->is_null() ? nullptr : v;
-  }
-
-  json empty_;
-  std::string where_, source_;
-  ConfigReader reader_;
-};
-
-std::string non_empty_path(Section& s, const std::string& key) {
-  auto value = s.text(key);
-  if (!value) s.fail(key, "is required");
-  if (value->empty()) s.fail(key, "must not be empty");
-  return *value;
-}
+using Section = ConfigSection;
 
 }  // namespace
 
@@ -97,7 +19,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   Section root(config, "", source);
 
   Section model = root.section("model");
-  c.model.path = non_empty_path(model, "path");
+  c.model.path = model.required_text("path");
   c.model.dtype = model.text("dtype", c.model.dtype);
   if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
     model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
@@ -135,7 +57,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   if (online) {
     if (data.raw("train") != nullptr) data.fail("train", "is not used with online (the pairs come from online.prompts); remove it");
   } else {
-    c.data.train = non_empty_path(data, "train");
+    c.data.train = data.required_text("train");
   }
   c.data.image_root = data.text("image_root", "");
   c.data.shuffle = data.flag("shuffle", true);
@@ -216,7 +138,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   train.finish();
 
   Section output = root.section("output");
-  c.output.dir = non_empty_path(output, "dir");
+  c.output.dir = output.required_text("dir");
   c.output.save_steps = output.integer("save_steps", c.output.save_steps);
   if (c.output.save_steps < 0) output.fail("save_steps", "must be >= 0 (0 = only at the end)");
   c.output.save_total_limit = output.integer("save_total_limit", c.output.save_total_limit);
@@ -229,7 +151,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   if (online) {
     Section o = root.section("online");
     TrainConfig::Online on;
-    on.prompts = non_empty_path(o, "prompts");
+    on.prompts = o.required_text("prompts");
     auto at_least = [&](const char* key, int64_t fallback, int64_t minimum) {
       const int64_t v = o.integer(key, fallback);
       if (v < minimum) o.fail(key, fmt::format("must be >= {}, got {}", minimum, v));

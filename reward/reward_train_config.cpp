@@ -5,6 +5,7 @@
 #include <set>
 
 #include "adapters/common/config_file.h"
+#include "adapters/common/config_section.h"
 #include "adapters/common/error.h"
 
 namespace vlreward {
@@ -12,86 +13,12 @@ namespace {
 
 using nlohmann::json;
 
-// One config object read strictly: typed getters that name "<path>.<key>", and finish() rejecting the keys
-// nobody asked for (a misspelt key is an error, never silently ignored).
-class Section {
- public:
-  Section(const json* value, std::string where, std::string source) : where_(std::move(where)), source_(std::move(source)) {
-    if (value != nullptr && !value->is_null()) {
-      if (!value->is_object())
-        throw InputError(source_, (where_.empty() ? "config" : where_) + ": must be a mapping, got " + value->dump());
-      value_ = value;
-    }
-  }
+using Section = ConfigSection;
 
-  const json* get(const std::string& key) {
-    used_.insert(key);
-    if (value_ == nullptr) return nullptr;
-    auto it = value_->find(key);
-    return it == value_->end() || it->is_null() ? nullptr : &*it;
-  }
-  std::optional<std::string> text(const std::string& key) {
-    const json* v = get(key);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
-    return v->get<std::string>();
-  }
-  std::string text(const std::string& key, std::string fallback) { return text(key).value_or(std::move(fallback)); }
-  bool flag(const std::string& key, bool fallback) {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
-    return v->get<bool>();
-  }
-  double number(const std::string& key, double fallback) {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
-    const double d = v->get<double>();
-    if (!std::isfinite(d)) fail(key, "must be finite, got " + v->dump());
-    return d;
-  }
-  std::optional<int64_t> integer(const std::string& key) {
-    const json* v = get(key);
-    if (v == nullptr) return std::nullopt;
-    // YAML "1e3" or JSON 2.0 are whole numbers too
-    if (v->is_number_float() && std::isfinite(v->get<double>()) && v->get<double>() == std::floor(v->get<double>()) &&
-        std::fabs(v->get<double>()) < 9e15)
-      return static_cast<int64_t>(v->get<double>());
-    if (!v->is_number_integer()) fail(key, "must be an integer, got " + v->dump());
-    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) fail(key, "is too large");
-    return v->get<int64_t>();
-  }
-  int64_t integer(const std::string& key, int64_t fallback) { return integer(key).value_or(fallback); }
-  Section section(const std::string& key) { return Section(get(key), path(key), source_); }
-
-  void finish() const {
-    if (value_ == nullptr) return;
-    for (const auto& item : value_->items())
-      if (used_.count(item.key()) == 0) fail(item.key(), "unknown key");
-  }
-  std::string path(const std::string& key) const { return where_.empty() ? key : where_ + "." + key; }
-  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
-    throw InputError(source_, path(key) + ": " + problem);
-  }
-  const std::string& source() const { return source_; }
-
- private:
-  const json* value_ = nullptr;
-  std::string where_, source_;
-  std::set<std::string> used_;
-};
-
-std::string required_path(Section& s, const std::string& key) {
-  auto value = s.text(key);
-  if (!value) s.fail(key, "is required");
-  if (value->empty()) s.fail(key, "must not be empty");
-  return *value;
-}
 
 // `data: FILE` or `data: [FILE, ...]`.
 std::vector<std::string> path_list(Section& s, const std::string& key) {
-  const json* v = s.get(key);
+  const json* v = s.raw(key);
   if (v == nullptr) s.fail(key, "is required (a JSONL file or a list of them)");
   std::vector<std::string> out;
   if (v->is_string()) {
@@ -124,7 +51,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   Section root(&config, "", source);
 
   Section model = root.section("model");
-  c.model.path = required_path(model, "path");
+  c.model.path = model.required_text("path");
   c.model.dtype = model.text("dtype", c.model.dtype);
   if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
     model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
@@ -182,7 +109,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   if (t.num_threads < 0) train.fail("num_threads", "must be >= 0 (0 = LibTorch's default)");
   train.finish();
 
-  const json* stages = root.get("stages");
+  const json* stages = root.raw("stages");
   if (stages == nullptr) throw InputError(source, "stages: is required (a list of training stages)");
   if (!stages->is_array() || stages->empty())
     throw InputError(source, "stages: must be a non-empty list of stages, got " + stages->dump());
@@ -215,7 +142,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   eval.finish();
 
   Section output = root.section("output");
-  c.output.dir = required_path(output, "dir");
+  c.output.dir = output.required_text("dir");
   c.output.jsonl = output.flag("jsonl", c.output.jsonl);
   c.output.progress = output.flag("progress", c.output.progress);
   output.finish();
