@@ -110,19 +110,4 @@ static int ab_compare(int argc, char** argv) {
   return 0;
 }
 
-static int ab_compare_guarded(int argc, char** argv) {
-  try {
-    return ab_compare(argc, argv);
-  } catch (const po::error&) {
-    throw;
-  } catch (const vlreward::InputError&) {
-    throw;
-  } catch (const vlreward::RewardConfigError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ab-compare: %s\n", e.what());
-    return 1;
-  }
-}
-
-int main(int argc, char** argv) { return vlreward::run_cli("ab-compare", argc, argv, ab_compare_guarded); }
+int main(int argc, char** argv) { return vlreward::run_cli("ab-compare", argc, argv, ab_compare); }

@@ -77,19 +77,4 @@ static int mpo_train(int argc, char** argv) {
   return 0;
 }
 
-static int mpo_train_guarded(int argc, char** argv) {
-  try {
-    return mpo_train(argc, argv);
-  } catch (const po::error&) {
-    throw;
-  } catch (const vlreward::InputError&) {
-    throw;
-  } catch (const vlreward::RewardConfigError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mpo-train: %s\n", e.what());
-    return 1;
-  }
-}
-
-int main(int argc, char** argv) { return vlreward::run_cli("mpo-train", argc, argv, mpo_train_guarded); }
+int main(int argc, char** argv) { return vlreward::run_cli("mpo-train", argc, argv, mpo_train); }

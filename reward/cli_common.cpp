@@ -54,6 +54,9 @@ int run_cli(const char* program, int argc, char** argv, int (*body)(int, char**)
     std::fprintf(stderr, "%s: %s\n", program, e.what());
   } catch (const RewardConfigError& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
+  } catch (const std::exception& e) {  // anything else failed while running: not the user's input
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
   }
   return 2;
 }

@@ -20,7 +20,8 @@ void add_reward_options(boost::program_options::options_description& options);
 nlohmann::json reward_config_from(const boost::program_options::variables_map& vm);
 std::unique_ptr<RewardBackend> make_reward_backend(const nlohmann::json& config);
 
-// Runs `body`, mapping usage/config/input errors to a message on stderr and exit code 2.
+// Runs `body`, mapping usage/config/input errors to a message on stderr and exit code 2, any other exception to
+// its message and exit code 1.
 int run_cli(const char* program, int argc, char** argv, int (*body)(int, char**));
 
 }  // namespace vlreward

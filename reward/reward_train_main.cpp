@@ -60,19 +60,4 @@ static int reward_train(int argc, char** argv) {
   return 0;
 }
 
-static int reward_train_guarded(int argc, char** argv) {
-  try {
-    return reward_train(argc, argv);
-  } catch (const po::error&) {
-    throw;
-  } catch (const vlreward::InputError&) {
-    throw;
-  } catch (const vlreward::RewardConfigError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "reward-train: %s\n", e.what());
-    return 1;
-  }
-}
-
-int main(int argc, char** argv) { return vlreward::run_cli("reward-train", argc, argv, reward_train_guarded); }
+int main(int argc, char** argv) { return vlreward::run_cli("reward-train", argc, argv, reward_train); }
