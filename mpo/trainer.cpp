@@ -189,13 +189,6 @@ T state_field(const json& state, const char* key, const std::string& path) {
 
 }  // namespace
 
-double cosine_schedule_factor(int64_t step, int64_t warmup_steps, int64_t total_steps) {
-  if (step < warmup_steps) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
-  const double progress = static_cast<double>(step - warmup_steps) /
-                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
-  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * 0.5 * 2.0 * progress)));
-}
-
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle, std::string* engine_state) {
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
@@ -214,11 +207,6 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool s
     *engine_state = text.str();
   }
   return order;
-}
-
-bool uses_weight_decay(const std::string& name) {
-  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))");
-  return !std::regex_search(name, no_decay);
 }
 
 std::optional<std::string> resolve_resume(const std::string& resume, const std::string& output_dir) {

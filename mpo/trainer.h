@@ -43,6 +43,7 @@
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/training_rules.h"
 #include "mpo/preference_data.h"
 #include "mpo/running_moments.h"
 #include "mpo/train_config.h"
@@ -69,14 +70,13 @@ struct TrainCallbacks {
   std::function<void(int64_t step, const std::string& dir)> on_checkpoint;
 };
 
-// λ(s) above.
-double cosine_schedule_factor(int64_t step, int64_t warmup_steps, int64_t total_steps);
+// λ(s) above, and transformers' weight-decay rule for one parameter name (adapters/qwen2_5_vl/training_rules.h).
+using qwen::cosine_schedule_factor;
+using qwen::uses_weight_decay;
 // Epoch `epoch`'s visiting order of n pairs (see above). `engine_state`, when given, receives the RNG's state
 // after the shuffle (stored in checkpoints as the data-order RNG state).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle,
                                  std::string* engine_state = nullptr);
-// transformers' get_decay_parameter_names rule for one parameter name.
-bool uses_weight_decay(const std::string& parameter_name);
 // "--resume auto": the newest checkpoint-<step> of output_dir (nullopt when there is none); any other value is
 // a checkpoint directory taken as is.
 std::optional<std::string> resolve_resume(const std::string& resume, const std::string& output_dir);

@@ -175,13 +175,6 @@ std::string status_line(const std::map<std::string, double>& m) {
 
 }  // namespace
 
-double warmup_cosine_factor(int64_t step, int64_t warmup_steps, int64_t total_steps) {
-  if (step < warmup_steps) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
-  const double progress = static_cast<double>(step - warmup_steps) /
-                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
-  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
-}
-
 std::vector<int64_t> pair_order(int64_t n, uint64_t seed, int64_t stage, int64_t epoch, bool shuffle) {
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
@@ -195,11 +188,6 @@ std::vector<int64_t> pair_order(int64_t n, uint64_t seed, int64_t stage, int64_t
     std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
   }
   return order;
-}
-
-bool decays_weight(const std::string& name) {
-  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))");
-  return !std::regex_search(name, no_decay);
 }
 
 RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(config)), device_(config_.model.device) {
@@ -262,7 +250,7 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
   total_steps_ = total_steps;
   warmup_steps_ = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * warmup_ratio));
   std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& [name, p] : trainable_) (decays_weight(name) ? decay : no_decay).push_back(p);
+  for (const auto& [name, p] : trainable_) (uses_weight_decay(name) ? decay : no_decay).push_back(p);
   auto options = [&](double weight_decay) {
     return torch::optim::AdamWOptions(learning_rate)
         .betas({t.adam_beta1, t.adam_beta2})
@@ -301,7 +289,7 @@ RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<co
   const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
                                                           : std::numeric_limits<double>::infinity();
   const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-  const double lr = learning_rate_ * warmup_cosine_factor(step_, warmup_steps_, total_steps_);
+  const double lr = learning_rate_ * cosine_schedule_factor(step_, warmup_steps_, total_steps_);
   for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   optimizer_->step();
   ++step_;

@@ -42,18 +42,18 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "reward/preference_pairs.h"
+#include "adapters/qwen2_5_vl/training_rules.h"
 #include "reward/reward_inputs.h"
 #include "reward/reward_train_config.h"
 #include "reward/value_head.h"
 
 namespace vlreward {
 
-// λ(s) above.
-double warmup_cosine_factor(int64_t step, int64_t warmup_steps, int64_t total_steps);
+// λ(s) above, and the weight-decay rule: the same as mpo-train's (adapters/qwen2_5_vl/training_rules.h).
+using qwen::cosine_schedule_factor;
+using qwen::uses_weight_decay;
 // The visiting order of n pairs in epoch `epoch` of stage `stage` (see above).
 std::vector<int64_t> pair_order(int64_t n, uint64_t seed, int64_t stage, int64_t epoch, bool shuffle);
-// transformers' get_decay_parameter_names rule for one parameter name.
-bool decays_weight(const std::string& parameter_name);
 
 struct RewardStepMetrics {
   int64_t step = 0;  // optimizer steps done in this stage, after this one (1-based)

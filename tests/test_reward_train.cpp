@@ -208,24 +208,24 @@ TEST(RewardTrain, OneStepMatchesPyTorch) {
 }
 
 TEST(RewardTrain, ScheduleAndOrder) {
-  EXPECT_DOUBLE_EQ(warmup_cosine_factor(0, 0, 1), 1.0);
-  EXPECT_DOUBLE_EQ(warmup_cosine_factor(0, 2, 10), 0.0);
-  EXPECT_DOUBLE_EQ(warmup_cosine_factor(1, 2, 10), 0.5);
-  EXPECT_DOUBLE_EQ(warmup_cosine_factor(2, 2, 10), 1.0);
-  EXPECT_NEAR(warmup_cosine_factor(6, 2, 10), 0.5, 1e-12);
-  EXPECT_NEAR(warmup_cosine_factor(10, 2, 10), 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(cosine_schedule_factor(0, 0, 1), 1.0);
+  EXPECT_DOUBLE_EQ(cosine_schedule_factor(0, 2, 10), 0.0);
+  EXPECT_DOUBLE_EQ(cosine_schedule_factor(1, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(cosine_schedule_factor(2, 2, 10), 1.0);
+  EXPECT_NEAR(cosine_schedule_factor(6, 2, 10), 0.5, 1e-12);
+  EXPECT_NEAR(cosine_schedule_factor(10, 2, 10), 0.0, 1e-12);
   EXPECT_EQ(pair_order(5, 1, 0, 0, false), (std::vector<int64_t>{0, 1, 2, 3, 4}));
   const auto a = pair_order(50, 7, 0, 0, true);
   EXPECT_EQ(a, pair_order(50, 7, 0, 0, true));
   EXPECT_NE(a, pair_order(50, 7, 0, 1, true));
   EXPECT_NE(a, pair_order(50, 7, 1, 0, true));
-  EXPECT_TRUE(decays_weight("model.layers.0.mlp.up_proj.weight"));
-  EXPECT_TRUE(decays_weight("v_head.summary.weight"));
-  EXPECT_FALSE(decays_weight("v_head.summary.bias"));
-  EXPECT_FALSE(decays_weight("model.norm.weight"));
-  EXPECT_FALSE(decays_weight("model.layers.0.input_layernorm.weight"));
+  EXPECT_TRUE(uses_weight_decay("model.layers.0.mlp.up_proj.weight"));
+  EXPECT_TRUE(uses_weight_decay("v_head.summary.weight"));
+  EXPECT_FALSE(uses_weight_decay("v_head.summary.bias"));
+  EXPECT_FALSE(uses_weight_decay("model.norm.weight"));
+  EXPECT_FALSE(uses_weight_decay("model.layers.0.input_layernorm.weight"));
   // transformers matches names only (RMSNorm is not nn.LayerNorm), so the vision blocks' norm1/norm2 decay.
-  EXPECT_TRUE(decays_weight("visual.blocks.0.norm1.weight"));
+  EXPECT_TRUE(uses_weight_decay("visual.blocks.0.norm1.weight"));
 }
 
 // ---- config and data errors ------------------------------------------------------------------------------------
