@@ -18,7 +18,6 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/weights.h"
-#include "adapters/torch_compat.h"
 #include "mpo/crc32c.h"
 
 namespace vlreward::mpo {
@@ -210,7 +209,7 @@ void save_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pai
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   auto& state = optimizer.state();
   for (const auto& [name, param] : params) {
-    auto it = state.find(compat::optimizer_state_key(optimizer, param));
+    auto it = state.find(param.unsafeGetTensorImpl());
     if (it == state.end()) continue;  // no step taken yet
     auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
     tensors.emplace_back(name + ".exp_avg", s.exp_avg());
@@ -242,7 +241,7 @@ void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pai
     s->step(step.item<int64_t>());
     s->exp_avg(exp_avg.to(param.options()).clone());
     s->exp_avg_sq(exp_avg_sq.to(param.options()).clone());
-    state[compat::optimizer_state_key(optimizer, param)] = std::move(s);
+    state[param.unsafeGetTensorImpl()] = std::move(s);
   }
   for (const auto& name : file.names())
     if (expected.count(name) == 0)

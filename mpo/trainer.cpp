@@ -16,7 +16,7 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/qwen2_5_vl/weights.h"
-#include "adapters/torch_compat.h"
+#include "adapters/qwen2_5_vl/autocast.h"
 #include "mpo/checkpoint.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
@@ -143,7 +143,7 @@ struct ModelLogps {
 
 ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool autocast, bool need_nll,
                        SftTokens sft_tokens) {
-  compat::CudaBf16Autocast guard(autocast);
+  qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
   auto logits = model->forward(mb.batch.input).logits;
   auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
   ModelLogps out;
@@ -308,7 +308,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       MicroBatch mb = prepare_sft_micro_batch(*processor_, records, device_);
       torch::Tensor nll, sequence_logps;
       {
-        compat::CudaBf16Autocast guard(autocast);
+        qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
         auto logits = policy_->forward(mb.batch.input).logits;
         auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
         nll = sft_rows_nll(lp, mb.batch.input.input_ids, config_.sft_tokens);

@@ -158,7 +158,7 @@ TEST(Model, BatchedRightPaddedEqualsOneAtATime) {
 }
 
 TEST(Model, FusedAttentionAgreesWithExplicitOnCpuFp32) {
-  // On LibTorch >= 2 kFused runs scaled_dot_product_attention; on 1.13 both names run the explicit path.
+  // kFused runs at::scaled_dot_product_attention (the fused CPU kernel here), kExplicit the eager reference.
   torch::NoGradGuard no_grad;
   auto model = tiny_model();
   const auto& c = model->config();

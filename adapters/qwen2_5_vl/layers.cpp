@@ -65,18 +65,14 @@ double masked_score(torch::ScalarType dtype) {
 
 }  // namespace vlreward::qwen
 
-#include "adapters/torch_compat.h"
-
 namespace vlreward::qwen {
 
-AttentionImpl default_attention_impl() {
-  return compat::kHasScaledDotProductAttention ? AttentionImpl::kFused : AttentionImpl::kExplicit;
-}
+AttentionImpl default_attention_impl() { return AttentionImpl::kFused; }
 
 torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
   // [..., q, d] x [..., kv, d] -> [..., q, kv], then the scale, in transformers' eager order. Not baddbmm with
-  // beta = 0: LibTorch 1.13's small-batch kernel still multiplies its uninitialised output by beta, so garbage that
-  // happens to be NaN survives (seen as a flaky NaN in one-token decode steps).
+  // beta = 0: some small-batch kernels still multiply their uninitialised output by beta, so garbage that happens
+  // to be NaN survives (seen as a flaky NaN in one-token decode steps).
   const int64_t q_len = q.size(-2), kv_len = k.size(-2), d = q.size(-1);
   auto q3 = q.reshape({-1, q_len, d});
   auto k3 = k.reshape({-1, kv_len, d});
@@ -87,8 +83,10 @@ torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, doub
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& additive_mask, AttentionImpl impl) {
-  if (impl == AttentionImpl::kFused && compat::kHasScaledDotProductAttention)
-    return compat::scaled_dot_product_attention(q, k, v, additive_mask);
+  if (impl == AttentionImpl::kFused) {
+    if (additive_mask.defined()) return at::scaled_dot_product_attention(q, k, v, additive_mask);
+    return at::scaled_dot_product_attention(q, k, v);
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = scaled_scores(q, k, scale);
   if (additive_mask.defined()) scores.add_(additive_mask);

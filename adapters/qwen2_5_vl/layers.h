@@ -51,8 +51,9 @@ double masked_score(torch::ScalarType dtype);
 
 namespace vlreward::qwen {
 
-// How attention scores are computed. kExplicit is the reference path (transformers' eager: matmul, fp32
-// softmax); kFused uses scaled_dot_product_attention where LibTorch has it (>= 2.0).
+// How attention scores are computed. kFused (the default) is at::scaled_dot_product_attention: flash or
+// memory-efficient kernels on CUDA, the fused kernel on CPU. kExplicit is transformers' eager path (matmul, fp32
+// softmax), kept as the reference the tests compare against.
 enum class AttentionImpl { kExplicit, kFused };
 AttentionImpl default_attention_impl();
 

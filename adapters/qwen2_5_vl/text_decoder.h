@@ -57,8 +57,8 @@ class TextDecoderImpl : public torch::nn::Module {
                         const torch::Tensor& key_mask, KVCache* cache, bool want_hidden_states) const;
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
-  // kFused (scaled_dot_product_attention, LibTorch >= 2) is the default where available; kExplicit is the
-  // reference path. Both agree on CPU in fp32 (tested).
+  // kFused (scaled_dot_product_attention) is the default; kExplicit is the reference path. Both agree on CPU in
+  // fp32 (tested).
   void set_attention_impl(AttentionImpl impl);
   const Qwen2_5_VLTextConfig& config() const { return config_; }
   torch::Tensor embed_weight() const { return embed_weight_; }
