@@ -40,7 +40,9 @@ class SkyworkVLReward : public RewardBackend {
             device_.is_cpu() ? 0.05 : std::numeric_limits<double>::infinity())) {
     const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(options.model_dir) / "config.json").string());
     const auto dtype = parse_dtype(options.dtype, "skywork_vl");
-    model_ = qwen::Qwen2_5_VLModel(config, torch::TensorOptions().dtype(dtype));
+    // Parameters are created on the device and filled straight from the mapped checkpoint: no host copy of the
+    // weights besides the mapping.
+    model_ = qwen::Qwen2_5_VLModel(config, torch::TensorOptions().dtype(dtype).device(device_));
     qwen::load_checkpoint(*model_, options.model_dir, config.text.tie_word_embeddings);
     model_->to(device_);
     model_->eval();

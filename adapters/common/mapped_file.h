@@ -1,5 +1,6 @@
 #pragma once
-// Read-only memory map of a whole file. Shared (via shared_ptr) by every tensor view that points into it.
+// Copy-on-write memory map of a whole file (MAP_PRIVATE): reads come from the page cache, writes through it stay
+// private to the process, the file is never modified. Shared (via shared_ptr) by every tensor view into it.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

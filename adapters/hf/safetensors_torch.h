@@ -16,8 +16,8 @@ c10::ScalarType to_scalar_type(DType dtype);
 DType dtype_from_scalar_type(c10::ScalarType type, const std::string& source);
 
 // A CPU tensor over the view's bytes, without copying: the tensor's deleter holds `view.owner`, so the mapping
-// lives as long as the tensor. The memory is mapped read-only, so treat the tensor as read-only (clone() before
-// in-place ops). Copies only when the data is misaligned for its dtype (possible for files whose header length
+// lives as long as the tensor. The mapping is copy-on-write: in-place ops on the tensor change only this process's
+// copy of the touched pages, never the file. Copies only when the data is misaligned for its dtype (possible for files whose header length
 // is not a multiple of 8) or empty. BOOL bytes other than 0/1 are rejected (InputError naming file and tensor),
 // since torch assumes canonical bools.
 torch::Tensor to_tensor(const TensorView& view);

@@ -54,7 +54,13 @@ LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, b
                                         fmt::join(it->second.sizes(), ", ")));
       continue;
     }
-    it->second.copy_(to_tensor(view));
+    auto source = to_tensor(view);
+    // A CPU parameter of the checkpoint's dtype becomes a view of the copy-on-write mapping: loading a model costs
+    // no second copy of its weights (peak memory = the file's pages). Otherwise copy, converting dtype/device.
+    if (it->second.device().is_cpu() && source.scalar_type() == it->second.scalar_type())
+      it->second.set_data(source);
+    else
+      it->second.copy_(source);
     ++report.loaded;
   }
   std::vector<std::string> missing;

@@ -18,6 +18,8 @@ struct LoadReport {
 // Loads a checkpoint (directory with model.safetensors or model.safetensors.index.json, or one file) into
 // `module`, converting dtypes (bf16/fp16/fp32 -> the parameter's dtype). Strict: one InputError lists every
 // missing, unexpected, mis-shaped or non-float key. `tied_embeddings` allows lm_head.weight to be absent or extra.
+// CPU parameters of the checkpoint's own dtype are not copied: they become views of the copy-on-write file
+// mapping (see MappedFile), so a loaded model occupies its file's pages once.
 LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, bool tied_embeddings);
 
 // Writes the module's parameters in the hub layout as one model.safetensors in `dir` (atomically), or as
