@@ -54,6 +54,7 @@ import transformers
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_model import CONFIGS, ROOT, SEED, TINY, build_model, load_average  # noqa: E402
+from cpp_side import CppSide  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 import gen_model  # noqa: E402  (the image-only Qwen2_5_VLProcessor workaround, the deterministic test images)
@@ -146,39 +147,6 @@ class PythonSide:
             scores += values.gather(dim=-1, index=last).squeeze(-1).tolist()
         s = time.perf_counter() - start
         return {"items": len(scores), "s": s, "cpu_s": time.process_time() - cpu, "scores": scores}
-
-
-class CppSide:
-    """bench_reward --serve: the backend loaded once, one pass over the JSONL per "score" line."""
-
-    def __init__(self, binary, config: dict, items: pathlib.Path, batch: int, threads: int):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-        cmd = [str(binary), "--config", json.dumps(config), "--input", str(items), "--batch-size", str(batch),
-               "--threads", str(threads), "--serve"]
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.ready = self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"bench_reward exited ({self.proc.wait()})")
-        out = json.loads(line)
-        if "error" in out:
-            raise SystemExit(f"bench_reward: {out['error']}")
-        return out
-
-    def __call__(self) -> dict:
-        self.proc.stdin.write("score\n")
-        self.proc.stdin.flush()
-        out = self._read()
-        if out["errors"]:
-            raise SystemExit(f"bench_reward: {len(out['errors'])} items failed, first: {out['errors'][0]}")
-        return out
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait()
 
 
 def max_relative_error(got, ref) -> float:

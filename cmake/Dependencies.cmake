@@ -16,13 +16,23 @@
 #     some std::filesystem functions that must not interpose on the C++ runtime's own.
 # Configure stops with a message naming the mix when any rule is broken.
 
-find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(fmt REQUIRED)
-pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
-pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+# PCRE2 (8-bit) and utf8proc by header and library (no pkg-config needed, so unpacked packages work too).
+function(vlreward_find_library target header library package)
+  find_path(${target}_INCLUDE "${header}")
+  find_library(${target}_LIBRARY "${library}")
+  if(NOT ${target}_INCLUDE OR NOT ${target}_LIBRARY)
+    message(FATAL_ERROR "${header} / lib${library} not found (Debian: ${package}; run scripts/setup)")
+  endif()
+  add_library(${target} INTERFACE)
+  target_include_directories(${target} SYSTEM INTERFACE "${${target}_INCLUDE}")
+  target_link_libraries(${target} INTERFACE "${${target}_LIBRARY}")
+endfunction()
+vlreward_find_library(vlreward_pcre2 pcre2.h pcre2-8 libpcre2-dev)
+vlreward_find_library(vlreward_utf8proc utf8proc.h utf8proc libutf8proc-dev)
 find_package(JPEG REQUIRED)
 find_package(PNG REQUIRED)
 find_package(yaml-cpp REQUIRED)
