@@ -16,6 +16,7 @@
 // "s" is wall-clock time, "cpu_s" the process CPU time over the same span.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>

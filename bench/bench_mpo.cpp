@@ -9,6 +9,7 @@
 // sft 1.0, beta 0.1) -> backward -> clip_grad_norm_(1.0) -> AdamW (lr 1e-3, weight decay 0.05 except biases and
 // norm weights) -> zero_grad. Prints one JSON line: per-step wall and CPU seconds and losses, the resident set
 // after loading and the peak resident set of the process (VmHWM), both in MiB.
+#include <cstdint>
 #include <unistd.h>
 
 #include <algorithm>

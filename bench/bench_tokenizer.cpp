@@ -7,6 +7,7 @@
 // (N threads). --ids-out writes, per line, a little-endian uint32 count followed by the int32 ids.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <string>

@@ -2,6 +2,7 @@
 //   ab-compare --policy-a DIR --policy-b DIR --prompts FILE (--reward CONFIG | --model DIR) --output-dir DIR
 // Writes DIR/ab_compare.json and DIR/report.html. Exit code: 0 compared (per-item reward errors are reported, not
 // fatal), 2 usage/config/input error (the message names the option, file or line), 1 other failure.
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 

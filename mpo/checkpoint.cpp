@@ -1,5 +1,6 @@
 #include "mpo/checkpoint.h"
 
+#include <cstdint>
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 #include "mpo/crc32c.h"
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 
 namespace vlreward::mpo {

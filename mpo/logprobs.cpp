@@ -1,6 +1,7 @@
 #include "mpo/logprobs.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 

@@ -10,6 +10,7 @@
 //   auto policy = split_pairs(lp.sequence_logps, batch.num_pairs);
 //   auto nll = sft_nll(lp, batch.input.input_ids, batch.num_pairs);
 //   // reference: same batch through the frozen reference model under NoGradGuard (or stored log-probs)
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <vector>

@@ -2,6 +2,7 @@
 // (loss_type [sft]), or online rounds of sample → reward → pairs → MPO (an `online:` section, mpo/online.h).
 //   mpo-train --config configs/mpo_tiny.yaml [key.path=value ...] [--output-dir DIR] [--resume DIR|auto]
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>

@@ -1,5 +1,6 @@
 #include "mpo/online.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

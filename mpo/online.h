@@ -21,6 +21,7 @@
 // checkpoint. A round whose pairs were written but whose training had not checkpointed yet reuses its pairs.json
 // (sampled from the same policy state). So a kill anywhere gives, after --resume auto, the weights an
 // uninterrupted run gives.
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>

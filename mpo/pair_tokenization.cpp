@@ -1,6 +1,7 @@
 #include "mpo/pair_tokenization.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include <fmt/format.h>
 

@@ -2,6 +2,7 @@
 // Preference pairs as MPO trains on them: a JSONL example (images, question, chosen, rejected) turned into the
 // token rows TRL 0.28's DPOTrainer builds for a vision-language model (chat-templated prompt with expanded image
 // pads, then each completion), plus the prompt's pixel values.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>

@@ -1,6 +1,7 @@
 #include "mpo/rollout.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include <torch/torch.h>
 

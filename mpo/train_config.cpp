@@ -1,6 +1,7 @@
 #include "mpo/train_config.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "adapters/common/config_file.h"
 #include "adapters/common/config_section.h"

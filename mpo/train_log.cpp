@@ -1,5 +1,6 @@
 #include "mpo/train_log.h"
 
+#include <cstdint>
 #include <unistd.h>
 
 #include <cerrno>

@@ -17,6 +17,7 @@
 //   set_target_properties(my_reward PROPERTIES CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
 // Exceptions thrown by score() fail the whole batch with their message; they never cross into the host.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>

@@ -1,5 +1,6 @@
 #include "plugin/remote_backend.h"
 
+#include <cstdint>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>

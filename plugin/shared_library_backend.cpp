@@ -1,5 +1,6 @@
 #include "plugin/shared_library_backend.h"
 
+#include <cstdint>
 #include <dlfcn.h>
 
 #include <cmath>

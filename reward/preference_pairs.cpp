@@ -1,5 +1,6 @@
 #include "reward/preference_pairs.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <set>
 

@@ -1,5 +1,6 @@
 // reward-eval: VL-RewardBench accuracy of a reward backend (per category, overall, macro average as cal.py).
 // Exit code: 0 every pair scored, 1 some pairs failed (listed in the output), 2 usage/config/input error.
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>

@@ -1,5 +1,6 @@
 #include "reward/reward_inputs.h"
 
+#include <cstdint>
 #include <fmt/format.h>
 
 #include "adapters/common/error.h"

@@ -1,5 +1,6 @@
 // reward-score: score JSONL (id, images, question, response[, reference]) with any reward backend.
 // Exit code: 0 every line scored, 1 some lines failed (see their error records), 2 usage/config error.
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 

@@ -1,5 +1,6 @@
 // reward-serve: serve any reward backend over HTTP/1.1 JSON and the binary Protobuf protocol
 // (adapters/server/README.md). Exit code: 0 after a graceful shutdown (SIGTERM / SIGINT), 2 usage/config error.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 #include "adapters/common/config_file.h"

@@ -3,6 +3,7 @@
 //   reward-train --config configs/reward_train_tiny.yaml [key.path=value ...] [--output-dir DIR]
 // Rerunning the same command skips the stages already finished (their stage-<k>/DONE) and continues.
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 

@@ -1,5 +1,6 @@
 #include "reward/reward_trainer.h"
 
+#include <cstdint>
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -1,5 +1,6 @@
 #include "reward/score_jsonl.h"
 
+#include <cstdint>
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 #include "reward/skywork_vl_backend.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <numeric>

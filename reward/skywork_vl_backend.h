@@ -2,6 +2,7 @@
 // Skywork-VL Reward: Qwen2.5-VL backbone + value head, scoring exactly as the model card does: chat template
 // without an explicit system message (so the default one is inserted), user [images..., question], the
 // assistant response, no generation prompt; the score is the value head at the last non-pad token.
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>

@@ -1,5 +1,7 @@
 #include "reward/value_head.h"
 
+#include <cstdint>
+
 #include "adapters/common/error.h"
 #include "adapters/hf/safetensors_torch.h"
 

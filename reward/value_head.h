@@ -1,6 +1,7 @@
 #pragma once
 // TRL's ValueHead as Skywork-VL Reward ships it: v_head.summary = Linear(hidden, 1) with bias, run in fp32
 // (dropout is inactive at inference), weights in value_head.safetensors beside the HF checkpoint.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <string>

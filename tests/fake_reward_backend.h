@@ -5,6 +5,7 @@
 // responses fail alone; "THROW" makes the whole batch throw.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <mutex>

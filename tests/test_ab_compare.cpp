@@ -1,6 +1,7 @@
 // ab-compare: the statistics (exact counts and means, numpy percentiles, the bootstrap against an independent
 // Python implementation of the same resampler, interval properties), answer matching, the reports (JSON, HTML
 // escaping, inline SVG charts) and the executable end to end on the tiny model.
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>

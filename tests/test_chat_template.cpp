@@ -1,5 +1,6 @@
 // Qwen2-VL chat template rendering and image-pad expansion against transformers 4.57.6's apply_chat_template
 // output (tests/fixtures/tokenizer/chat_cases.json, written by gen_tokenizer.py).
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <filesystem>

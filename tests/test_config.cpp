@@ -2,6 +2,7 @@
 // (tests/fixtures/config, made by gen_config.py), plus malformed configs built here.
 #include "adapters/hf/qwen2_5_vl_config.h"
 
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -1,5 +1,6 @@
 // CUDA checks: the tiny model in bf16 on the GPU tracks the fp32 CPU reference, and the Skywork-VL backend scores
 // in bf16 on CUDA. Each skips with "no CUDA device" where there is none.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <fstream>

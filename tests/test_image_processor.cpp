@@ -1,5 +1,6 @@
 // Image decoding, Pillow BICUBIC resampling and the Qwen2-VL image processor against fixtures produced by
 // transformers 4.57.6 (slow Qwen2VLImageProcessor) + Pillow 11.3 (tests/fixtures/gen_images.py).
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <cmath>

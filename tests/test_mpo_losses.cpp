@@ -3,6 +3,7 @@
 //
 // Tolerances: the float64 cases are compared at 1e-10 (abs, or rel for values above 1) — far inside the issue's
 // 1e-6 — and the float32 case at 1e-6 abs/rel. δ and the running moments must match TRL bit for bit.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -2,6 +2,7 @@
 // (item errors dropped, statistics, histogram, the pairs JSONL), online rounds on the tiny model (round dirs,
 // kill + resume == uninterrupted, completed rounds skipped), SFT mode (no reference, the loss falls, strict
 // lines), and config errors naming the key path. CPU, tests/fixtures/model/tiny.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -9,6 +9,7 @@
 // Tolerances: token rows exact; loss, log-probs and metrics 1e-5 relative (abs below 1); updated parameters
 // 1e-5 relative element-wise (with an absolute floor of 1e-7, 1e-4 of the lr-sized update, for elements near 0);
 // post-clip gradients 1e-4 of the tensor's largest gradient. The largest errors seen are printed.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <algorithm>

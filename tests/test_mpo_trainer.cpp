@@ -1,6 +1,7 @@
 // MPO trainer and mpo-train: exact resume after SIGKILL, checkpoint corruption detection, config / data errors,
 // TensorBoard record framing, the exported HF checkpoint, freeze switches. CPU, tiny model
 // (tests/fixtures/model/tiny), a handful of generated pairs with images from tests/fixtures/reward/images.
+#include <cstdint>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>

@@ -1,6 +1,7 @@
 // Qwen2.5-VL model: properties that need no reference outputs (cache vs recompute, batching invariance,
 // checkpoint round trips and loader errors, window layout). Parity with transformers is in
 // test_qwen2_5_vl_parity.cpp.
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

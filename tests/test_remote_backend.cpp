@@ -2,6 +2,7 @@
 // (scores must equal a local call, over both protocols; load is spread; a dead replica is skipped; connections are
 // capped and reused) and scripted servers that answer exactly what a test needs (4xx not retried, 503 retried after
 // Retry-After with backoff, timeouts bounded).
+#include <cstdint>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>

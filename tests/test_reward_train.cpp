@@ -7,6 +7,7 @@
 // tensor's largest gradient (and tensor norms 1e-4 relative; see the floor below); updated parameters 1e-4 relative where the
 // gradient's sign is certain (|g| above 100× the gradient tolerance), else within one AdamW step (lr) — AdamW's
 // first step moves each element by ≈ lr·sign(g), so float noise in a near-zero gradient may flip it.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 // Sampling policy responses (mpo/rollout.h) and prompt files: responses do not depend on batching, greedy
 // rollouts are what generate() gives, the prompt is tokenized as the trainer tokenizes a pair's prompt.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <cstdio>

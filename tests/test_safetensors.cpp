@@ -2,6 +2,7 @@
 // gen_safetensors.py) and against malformed files built here byte by byte.
 #include "adapters/hf/safetensors.h"
 
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -2,6 +2,7 @@
 // against the reference files in tests/fixtures/safetensors.
 #include "adapters/hf/safetensors_torch.h"
 
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 // reward-serve with the real Skywork-VL backend (tiny fixture model): concurrent clients over both protocols
 // get the transformers reference score for every sample, and a sample scores the same alone and inside any
 // dynamically formed, padded batch.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <algorithm>

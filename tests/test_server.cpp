@@ -1,6 +1,7 @@
 // reward-serve over real loopback sockets, with a deterministic in-test backend (no LibTorch): every route and
 // both protocols, concurrency with every result matched to its request, batch invariance, overload, deadlines,
 // graceful shutdown, and a suite of malformed / hostile inputs each followed by a normal request.
+#include <cstdint>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>

@@ -1,4 +1,5 @@
 // The bundled shapes task's generator: deterministic, answers re-derivable from the decoded pixels, disjoint splits.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <algorithm>

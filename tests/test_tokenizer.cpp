@@ -1,4 +1,5 @@
 // Tokenizer parity with HF `tokenizers` 0.22.1 on the fixtures written by tests/fixtures/gen_tokenizer.py.
+#include <cstdint>
 #include <gtest/gtest.h>
 
 #include <filesystem>

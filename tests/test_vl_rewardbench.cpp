@@ -3,6 +3,7 @@
 // the tiny checkpoint, metrics computed as cal.py does).
 #include "reward/vl_rewardbench.h"
 
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 #include "adapters/common/base64.h"
 
 #include <array>
+#include <cstdint>
 
 namespace vlreward {
 namespace {

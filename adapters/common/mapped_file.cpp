@@ -1,5 +1,6 @@
 #include "adapters/common/mapped_file.h"
 
+#include <cstdint>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>

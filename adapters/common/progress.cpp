@@ -1,5 +1,6 @@
 #include "adapters/common/progress.h"
 
+#include <cstdint>
 #include <unistd.h>
 
 #include <cstdio>

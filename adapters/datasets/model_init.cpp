@@ -1,5 +1,6 @@
 #include "adapters/datasets/model_init.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>

@@ -1,5 +1,6 @@
 #include "adapters/datasets/shapes_task.h"
 
+#include <cstdint>
 #include <png.h>
 
 #include <algorithm>

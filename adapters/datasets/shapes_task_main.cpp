@@ -4,6 +4,7 @@
 //   (held-out accuracy of a policy: ab-compare, which reports each policy's exact-match accuracy)
 // Rerunning generate or init-model with the same arguments is a no-op once the output is complete.
 // Exit code: 0 ok, 2 usage or input error.
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <string>

@@ -1,6 +1,7 @@
 #include "adapters/hf/bpe.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "adapters/common/error.h"
 

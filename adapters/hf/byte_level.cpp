@@ -1,5 +1,7 @@
 #include "adapters/hf/byte_level.h"
 
+#include <cstdint>
+
 namespace vlreward {
 namespace {
 

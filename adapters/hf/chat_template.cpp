@@ -1,5 +1,6 @@
 #include "adapters/hf/chat_template.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 

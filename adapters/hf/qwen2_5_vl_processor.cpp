@@ -1,5 +1,6 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 
+#include <cstdint>
 #include <filesystem>
 
 #include "adapters/common/error.h"

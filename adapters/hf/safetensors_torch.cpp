@@ -1,5 +1,6 @@
 #include "adapters/hf/safetensors_torch.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "adapters/common/error.h"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"

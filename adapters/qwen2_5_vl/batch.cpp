@@ -1,6 +1,7 @@
 #include "adapters/qwen2_5_vl/batch.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "adapters/common/error.h"
 

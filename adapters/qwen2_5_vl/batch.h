@@ -1,5 +1,6 @@
 #pragma once
 // Padding token rows into a batch: right padding for scoring/training, left padding for generation.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <vector>

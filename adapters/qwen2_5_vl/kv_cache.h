@@ -1,5 +1,6 @@
 #pragma once
 // Per-layer key/value cache for incremental decoding, preallocated to a fixed capacity.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <vector>

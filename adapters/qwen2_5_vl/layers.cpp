@@ -1,5 +1,6 @@
 #include "adapters/qwen2_5_vl/layers.h"
 
+#include <cstdint>
 #include <limits>
 
 namespace vlreward::qwen {

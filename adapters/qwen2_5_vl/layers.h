@@ -2,6 +2,7 @@
 // Building blocks shared by the vision tower and the text decoder. Parameters are created with the caller's
 // TensorOptions, so the same code builds a CPU/CUDA model or a shapes-only model on the meta device.
 // Forward math mirrors transformers op for op (at::linear, fp32 RMSNorm statistics) for bit-level parity.
+#include <cstdint>
 #include <torch/torch.h>
 
 namespace vlreward::qwen {

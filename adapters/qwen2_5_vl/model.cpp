@@ -1,5 +1,7 @@
 #include "adapters/qwen2_5_vl/model.h"
 
+#include <cstdint>
+
 #include "adapters/common/error.h"
 
 namespace vlreward::qwen {

@@ -2,6 +2,7 @@
 // Qwen2_5_VLForConditionalGeneration in LibTorch: vision tower + M-RoPE decoder + lm_head.
 // Module names follow the Hugging Face hub layout (visual.*, model.*, lm_head.*), so named_parameters() are
 // checkpoint keys.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <optional>

@@ -1,6 +1,7 @@
 #include "adapters/qwen2_5_vl/rope_index.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "adapters/common/error.h"
 

@@ -1,5 +1,7 @@
 #include "adapters/qwen2_5_vl/text_decoder.h"
 
+#include <cstdint>
+
 #include "adapters/common/error.h"
 
 namespace vlreward::qwen {

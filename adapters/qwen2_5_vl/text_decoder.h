@@ -1,5 +1,6 @@
 #pragma once
 // Qwen2 decoder with multimodal rotary embeddings (M-RoPE): GQA attention with q/k/v bias, SwiGLU MLP.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <vector>

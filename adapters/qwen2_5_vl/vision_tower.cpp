@@ -1,6 +1,7 @@
 #include "adapters/qwen2_5_vl/vision_tower.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "adapters/common/error.h"
 

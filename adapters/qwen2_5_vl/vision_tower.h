@@ -1,5 +1,6 @@
 #pragma once
 // Qwen2.5-VL vision tower: Conv3d patch embed, 2-D rotary, windowed/full attention blocks, PatchMerger.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <vector>

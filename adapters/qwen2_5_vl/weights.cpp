@@ -1,5 +1,6 @@
 #include "adapters/qwen2_5_vl/weights.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>

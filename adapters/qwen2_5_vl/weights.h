@@ -1,5 +1,6 @@
 #pragma once
 // Hugging Face checkpoints in and out for any module whose parameter names are hub keys.
+#include <cstdint>
 #include <torch/torch.h>
 
 #include <string>

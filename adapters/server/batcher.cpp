@@ -1,5 +1,6 @@
 #include "adapters/server/batcher.h"
 
+#include <cstdint>
 #include <exception>
 
 #include <fmt/format.h>

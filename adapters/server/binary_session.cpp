@@ -1,5 +1,6 @@
 // One binary-protocol connection: frames in, one response frame per request frame, in order.
 #include <array>
+#include <cstdint>
 
 #include <fmt/format.h>
 

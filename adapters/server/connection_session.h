@@ -4,6 +4,7 @@
 // decides whether shutdown may close it now. `Derived` supplies read_header(), the start of its request loop.
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include "adapters/server/server_context.h"

@@ -1,5 +1,6 @@
 #include "adapters/server/frame_codec.h"
 
+#include <cstdint>
 #include <fmt/format.h>
 
 #include "adapters/server/serve_error.h"

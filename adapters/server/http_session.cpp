@@ -1,5 +1,6 @@
 // One HTTP/1.1 connection: keep-alive, read timeout, body limit, bearer token, routes. Runs on its own strand.
 #include <cmath>
+#include <cstdint>
 #include <ctime>
 
 #include <boost/beast/core.hpp>

@@ -1,5 +1,6 @@
 #include "adapters/server/metrics.h"
 
+#include <cstdint>
 #include <fmt/format.h>
 
 namespace vlreward {

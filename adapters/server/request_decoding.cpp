@@ -1,6 +1,7 @@
 #include "adapters/server/request_decoding.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <set>

@@ -1,6 +1,7 @@
 #include "adapters/server/reward_server.h"
 
 #include <csignal>
+#include <cstdint>
 
 #include <fmt/format.h>
 

@@ -1,5 +1,6 @@
 #include "adapters/server/server_config.h"
 
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 

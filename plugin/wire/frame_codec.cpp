@@ -1,5 +1,6 @@
 #include "plugin/wire/frame_codec.h"
 
+#include <cstdint>
 #include <limits>
 #include <stdexcept>
 
