@@ -13,6 +13,7 @@
 
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/progress.h"
 #include "reward/image_input.h"
 
@@ -80,12 +81,7 @@ std::set<std::string> recover_output(const std::string& path) {
 
 RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root) {
   const std::string where = fmt::format("line {}", line_number);
-  nlohmann::json obj;
-  try {
-    obj = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InputError(where, fmt::format("invalid JSON: {}", e.what()));
-  }
+  const nlohmann::json obj = parse_json_text(line, where, "invalid JSON");
   if (!obj.is_object()) throw InputError(where, "must be a JSON object");
   auto id = obj.find("id");
   if (id == obj.end() || !(id->is_string() || id->is_number_integer())) throw InputError(where, "missing \"id\" (string or integer)");

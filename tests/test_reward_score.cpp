@@ -90,6 +90,26 @@ TEST(RewardScore, ScoresGoodLinesAndRecordsErrorsForBadOnes) {
   EXPECT_NE(out[6]["error"].get<std::string>().find("malformed data URI"), std::string::npos) << out[6];
 }
 
+TEST(RewardScore, NumbersOutOfRangeAreErrorsOfTheirLineOnly) {
+  auto dir = temp_dir("out_of_range");
+  write(dir / "in.jsonl", R"({"id": "a", "question": "q", "response": "4", "reference": "4"}
+{"id": "b", "question": "q", "response": "r", "reference": 1e400}
+{"id": "c", "question": "q", "response": "5", "reference": "5", "extra": [-1e309]}
+{"id": "d", "question": "q", "response": "x", "reference": "x"}
+)");
+  auto backend = exact_match();
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(*backend, o);
+  EXPECT_EQ(summary.scored, 2);
+  EXPECT_EQ(summary.failed, 2);
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0], (nlohmann::json{{"id", "a"}, {"score", 1.0}}));
+  EXPECT_NE(out[1]["error"].get<std::string>().find("line 2: reference: number out of range"), std::string::npos) << out[1];
+  EXPECT_NE(out[2]["error"].get<std::string>().find("line 3: extra[0]: number out of range"), std::string::npos) << out[2];
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+}
+
 TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
   auto dir = temp_dir("resume");
   write(dir / "in.jsonl", kInput);

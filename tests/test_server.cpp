@@ -25,8 +25,11 @@
 
 #include "tests/fake_reward_backend.h"
 #include "adapters/common/base64.h"
+#include "adapters/common/error.h"
+#include "adapters/hf/byte_level.h"
 #include "adapters/server/chatml.h"
 #include "adapters/server/frame_codec.h"
+#include "adapters/server/request_decoding.h"
 #include "adapters/server/reward_server.h"
 #include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
@@ -399,6 +402,40 @@ TEST(PolicyText, UnrecognisedTextIsScoredAsGiven) {
   EXPECT_FALSE(request_from_policy_text("<|im_start|>tool\nx<|im_end|><|im_start|>assistant\ny", std::nullopt, {}, "q")
                    .recognised_chatml);
   EXPECT_FALSE(request_from_policy_text("<|im_start|>user\nx<|im_end|>", std::nullopt, {}, "q").recognised_chatml);
+}
+
+TEST(RequestDecoding, EveryParserFailureIsABadRequestNamingWhere) {
+  RequestDecoder decoder(test_config());
+  auto expect_bad = [&](const std::string& body, const std::string& needle) {
+    try {
+      decoder.parse_json_body(body);
+      ADD_FAILURE() << "accepted " << body;
+    } catch (const ServeError& e) {
+      EXPECT_EQ(e.kind(), ServeErrorKind::kBadRequest) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(find_invalid_utf8(e.what()), std::string(e.what()).size()) << "messages travel as UTF-8";
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a ServeError for " << body << ": " << e.what();
+    }
+  };
+  expect_bad("{\"samples\": [1e400]}", "samples[0]: number out of range (number overflow parsing '1e400')");
+  expect_bad("[0, 1, -1e309]", "[2]: number out of range");
+  expect_bad("{\"a\": {\"b\": [[], [1, 2, 9e9999]]}}", "a.b[1][2]: number out of range");
+  expect_bad("{\"a\": 1, \"b\": }", "invalid JSON at b:");
+  expect_bad("{\"a\": \"\xff\xfe\"}", "invalid JSON at a:");
+  expect_bad("[1, 2", "invalid JSON at [2]:");
+  // Whatever a decoding step throws becomes a ServeError naming the field.
+  for (const auto& thrower : std::vector<std::function<void()>>{
+           [] { throw std::out_of_range("vector::at"); }, [] { json(1).get<std::string>(); },
+           [] { throw InputError("samples[3].image", "corrupt PNG"); }, [] { throw 42; }}) {
+    try {
+      decoding("samples[3]", [&] { thrower(); });
+      ADD_FAILURE() << "nothing thrown";
+    } catch (const ServeError& e) {
+      EXPECT_EQ(e.kind(), ServeErrorKind::kBadRequest);
+      EXPECT_EQ(std::string(e.what()).rfind("samples[3]", 0), 0u) << e.what();
+    }
+  }
 }
 
 TEST(ConstantTime, ComparesWholeTokens) {
@@ -886,6 +923,23 @@ std::vector<HttpCase> hostile_http_cases() {
                                                  std::string("{\"samples\"\0:[]}", 15)};
   for (size_t i = 0; i < invalid_json.size(); ++i)
     add(fmt::format("invalid JSON #{}", i), post("/v1/score", invalid_json[i]), 400, "bad_request", "invalid JSON");
+  // Numbers beyond the range of a double are well-formed JSON the parser cannot hold: still the client's error.
+  const std::vector<std::tuple<std::string, std::string, std::string>> out_of_range = {
+      {"/v1/score", "{\"samples\": [1e400]}", "samples[0]: number out of range"},
+      {"/v1/score", "{\"samples\": [{\"question\": \"q\", \"response\": \"r\"}], \"deadline_ms\": -1e309}",
+       "deadline_ms: number out of range"},
+      {"/v1/score", "{\"samples\": [{\"id\": \"a\", \"metadata\": {\"k\": 2e308}}]}",
+       "samples[0].metadata.k: number out of range"},
+      {"/v1/score", "1e999", "body: number out of range"},
+      {"/get_reward", "{\"query\": [\"q\"], \"labels\": [1e400]}", "labels[0]: number out of range"},
+      {"/classify", "{\"input\": \"x\", \"activation\": -1e400}", "activation: number out of range"},
+      {"/v1/embeddings", "{\"input\": [\"x\", 1E+5000]}", "input[1]: number out of range"},
+  };
+  for (const auto& [target, body, message] : out_of_range)
+    add(fmt::format("number out of range on {}: {}", target, body.substr(0, 40)), post(target, body), 400, "bad_request",
+        message);
+  add("invalid UTF-8 names the path", post("/v1/score", "{\"samples\": [{\"response\": \"\xff\"}]}"), 400, "bad_request",
+      "invalid JSON at samples[0].response");
   add("JSON nesting bomb", post("/v1/score", std::string(5000, '[') + std::string(5000, ']')), 400, "bad_request",
       "nested deeper than 64");
   // Wrong shapes for /v1/score.

@@ -3,8 +3,9 @@
 
 #include <fmt/format.h>
 
-#include "adapters/server/frame_codec.h"
+#include "adapters/hf/byte_level.h"
 #include "adapters/server/connection_session.h"
+#include "adapters/server/frame_codec.h"
 #include "reward_service.pb.h"
 
 namespace vlreward {
@@ -46,6 +47,15 @@ class BinarySession : public ConnectionSession<BinarySession> {
     state_ = State::kProcessing;
     received_ = std::chrono::steady_clock::now();
     context_.metrics.count_request("binary");
+    try {
+      handle_request();
+    } catch (const std::exception& e) {
+      // Decoding only throws ServeError; anything else is the server's own failure, answered, never propagated.
+      send_error(0, ServeError(ServeErrorKind::kInternal, fmt::format("request: {}", e.what())), false);
+    }
+  }
+
+  void handle_request() {
     serve::ScoreRequest request;
     const bool parsed = request.ParseFromString(payload_);
     payload_.clear();
@@ -96,9 +106,9 @@ class BinarySession : public ConnectionSession<BinarySession> {
       r->set_id(ids[i]);
       if (o.result.ok()) {
         r->set_score(*o.result.score);
-        for (const auto& [name, value] : o.result.components) (*r->mutable_components())[name] = value;
+        for (const auto& [name, value] : o.result.components) (*r->mutable_components())[utf8_decode_lossy(name)] = value;
       } else {
-        r->set_error(o.result.error);
+        r->set_error(utf8_decode_lossy(o.result.error));  // proto3 strings must be UTF-8
         ++failed;
       }
       auto* t = r->mutable_timing();
@@ -117,7 +127,7 @@ class BinarySession : public ConnectionSession<BinarySession> {
     response.set_request_id(request_id);
     auto* e = response.mutable_error();
     e->set_code(static_cast<serve::ErrorCode>(proto_error_code(error.kind())));
-    e->set_message(error.what());
+    e->set_message(utf8_decode_lossy(error.what()));
     if (error.kind() == ServeErrorKind::kOverloaded)
       e->set_retry_after_ms(static_cast<uint32_t>(context_.config.retry_after_s * 1000));
     send(response, close_after);

@@ -1,6 +1,7 @@
 #include "adapters/server/reward_server.h"
 
 #include <csignal>
+#include <cstdio>
 
 #include <fmt/format.h>
 
@@ -88,6 +89,21 @@ void accept_loop(ServerContext& context, tcp::acceptor& acceptor, bool binary) {
   });
 }
 
+// Sessions answer every failure of a request themselves; should a handler still throw, the one connection it
+// served is lost (its handler's references are dropped), but the I/O thread keeps serving everyone else.
+void run_io_thread(ServerContext& context) {
+  for (;;) {
+    try {
+      context.ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "reward-serve: a connection handler failed: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "reward-serve: a connection handler failed\n");
+    }
+  }
+}
+
 uint16_t open_acceptor(ServerContext& context, std::optional<tcp::acceptor>& acceptor, int port, const char* what) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(context.config.host, ec);
@@ -126,7 +142,7 @@ void RewardServer::start() {
     open_acceptor(c, c.binary_acceptor, c.config.binary_port, "the binary protocol");
     accept_loop(c, *c.binary_acceptor, true);
   }
-  for (int i = 0; i < c.config.io_threads; ++i) c.threads.emplace_back([&c] { c.ioc.run(); });
+  for (int i = 0; i < c.config.io_threads; ++i) c.threads.emplace_back([&c] { run_io_thread(c); });
 }
 
 uint16_t RewardServer::http_port() const {
