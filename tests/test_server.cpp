@@ -253,6 +253,8 @@ json score_sample(const std::string& id, const std::string& response, const std:
   return s;
 }
 
+std::string frame_of_request(const serve::ScoreRequest& r) { return encode_frame(r.SerializeAsString()); }
+
 // ---------------------------------------------------------------------------------------------------------------
 // A server on ephemeral loopback ports, stopped when the fixture ends.
 
@@ -1324,6 +1326,97 @@ TEST(ServerHostile, BinaryConnectionContinuesAfterARequestLevelError) {
   ASSERT_TRUE(good);
   EXPECT_EQ(good->request_id(), 9u);
   EXPECT_DOUBLE_EQ(good->results(0).score(), fake_score("same connection"));
+}
+
+// Resident memory of this process (the server runs in it).
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+TEST(ServerHostile, AnnouncedFramesCostOnlyTheBytesReceived) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  c.limits.max_frame_bytes = 64u << 20;
+  RunningServer s(c);
+  const int64_t before = resident_bytes();
+  // Each connection announces a 64 MiB frame and sends a few bytes of it (no token has been seen yet).
+  std::vector<std::unique_ptr<BinaryClient>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<BinaryClient>(s.binary()));
+    clients.back()->send_bytes(be32((64u << 20) - 1) + "only this much");
+  }
+  wait_until([&] { return s.server.metrics().open_connections() == 16; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the server read what was sent
+  const int64_t grown = resident_bytes() - before;
+  EXPECT_LT(grown, 64 << 20) << "16 announced 64 MiB frames made the server hold " << (grown >> 20) << " MiB";
+  clients.clear();
+
+  // A frame arriving in pieces, and two frames in one write, are still read exactly.
+  BinaryClient client(s.binary());
+  serve::ScoreRequest request;
+  request.set_request_id(1);
+  *request.add_samples() = proto_sample("p", "q", std::string(200000, 'p'));
+  const std::string frame = frame_of_request(request);
+  for (size_t at = 0; at < frame.size(); at += 70001) {
+    client.send_bytes(frame.substr(at, 70001));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto reply = client.read_response();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->request_id(), 1u);
+  EXPECT_DOUBLE_EQ(reply->results(0).score(), fake_score(std::string(200000, 'p')));
+  serve::ScoreRequest second;
+  second.set_request_id(2);
+  *second.add_samples() = proto_sample("s", "q", "second");
+  client.send_bytes(frame_of_request(request) + frame_of_request(second));
+  auto first_reply = client.read_response(), second_reply = client.read_response();
+  ASSERT_TRUE(first_reply && second_reply);
+  EXPECT_EQ(first_reply->request_id(), 1u);
+  EXPECT_EQ(second_reply->request_id(), 2u);
+  EXPECT_DOUBLE_EQ(second_reply->results(0).score(), fake_score("second"));
+}
+
+TEST(ServerHostile, ConnectionsOverTheCapAreRefusedAndCounted) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  c.limits.max_connections = 3;
+  RunningServer s(c);
+  std::vector<std::unique_ptr<HttpClient>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<HttpClient>(s.http()));
+  wait_until([&] { return s.server.metrics().open_connections() == 3; });
+
+  HttpClient extra(s.http());
+  auto refused = extra.send_raw("");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(refused.error_type(), "overloaded");
+  EXPECT_NE(refused.error_message().find("3 connections are open"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.error_message().find("limits.max_connections"), std::string::npos) << refused.body;
+  EXPECT_EQ(refused.headers["retry-after"], "1");
+  EXPECT_TRUE(extra.closed_by_server());
+  BinaryClient extra_binary(s.binary());
+  auto frame = extra_binary.read_response();
+  ASSERT_TRUE(frame);
+  EXPECT_EQ(frame->error().code(), serve::OVERLOADED);
+  EXPECT_EQ(frame->error().retry_after_ms(), 1000u);
+  EXPECT_TRUE(extra_binary.closed_by_server());
+  EXPECT_EQ(s.server.metrics().refused_connections(), 2);
+
+  // The held connections still work, /metrics shows the refusals, and a freed slot admits the next client.
+  auto metrics = held[0]->get("/metrics");
+  EXPECT_NE(metrics.body.find("vlreward_connections_refused_total 2"), std::string::npos) << metrics.body;
+  held.pop_back();
+  wait_until([&] { return s.server.metrics().open_connections() == 2; });
+  HttpClient next(s.http());
+  EXPECT_EQ(next.post("/v1/score", json{{"samples", {score_sample("n", "next")}}}).status, 200);
+
+  auto expect_config_error = [](const char* text) {
+    EXPECT_THROW(parse_server_config(json::parse(text)), RewardConfigError) << text;
+  };
+  expect_config_error(R"({"limits": {"max_connections": 0}})");
+  EXPECT_EQ(parse_server_config(json::parse(R"({"limits": {"max_connections": 7}})")).limits.max_connections, 7);
 }
 
 TEST(ServerHostile, PathImagesInsideTheRootAreServed) {

@@ -1,4 +1,5 @@
 // One binary-protocol connection: frames in, one response frame per request frame, in order.
+#include <algorithm>
 #include <array>
 
 #include <fmt/format.h>
@@ -36,9 +37,24 @@ class BinarySession : public ConnectionSession<BinarySession> {
       // The rest of the stream cannot be trusted: answer, then close.
       return send_error(0, e, /*close_after=*/true);
     }
-    payload_.assign(length, '\0');
-    asio::async_read(socket_, asio::buffer(payload_),
-                     [self = self()](const boost::system::error_code& read_ec, size_t) { self->on_payload(read_ec); });
+    expected_ = length;
+    payload_.clear();
+    read_payload();
+  }
+
+  // Reads the payload as it arrives: the buffer grows with the bytes actually received (plus at most one read
+  // chunk), so a header announcing max_frame_bytes costs nothing until those bytes are sent.
+  void read_payload() {
+    const size_t have = payload_.size();
+    if (have == expected_) return on_payload({});
+    const size_t want = std::min<size_t>(kReadChunkBytes, expected_ - have);
+    payload_.resize(have + want);
+    socket_.async_read_some(asio::buffer(payload_.data() + have, want),
+                            [self = self(), have](const boost::system::error_code& ec, size_t n) {
+                              self->payload_.resize(have + n);
+                              if (ec) return self->on_payload(ec);
+                              self->read_payload();
+                            });
   }
 
   void on_payload(const boost::system::error_code& ec) {
@@ -152,7 +168,10 @@ class BinarySession : public ConnectionSession<BinarySession> {
                       });
   }
 
+  static constexpr size_t kReadChunkBytes = 64 * 1024;
+
   std::array<unsigned char, kFrameHeaderBytes> header_{};
+  size_t expected_ = 0;  // the payload length the header announced
   std::string payload_;
   std::string out_;
   std::chrono::steady_clock::time_point received_;

@@ -1,12 +1,17 @@
 #include "adapters/server/reward_server.h"
 
+#include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/server/frame_codec.h"
 #include "adapters/server/server_context.h"
+#include "reward_service.pb.h"
 
 namespace vlreward {
 
@@ -80,7 +85,9 @@ void accept_loop(ServerContext& context, tcp::acceptor& acceptor, bool binary) {
                                                              const boost::system::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec && !context.stopping.load()) {
-      if (binary)
+      if (!context.admit_connection())
+        refuse_connection(context, std::move(socket), binary);
+      else if (binary)
         start_binary_session(context, std::move(socket));
       else
         start_http_session(context, std::move(socket));
@@ -88,6 +95,52 @@ void accept_loop(ServerContext& context, tcp::acceptor& acceptor, bool binary) {
     accept_loop(context, acceptor, binary);
   });
 }
+
+// A connection over the limit: one short answer, then close. Not a session (it holds no slot); it lives for
+// at most kRefusalLinger after its answer, draining what the client already sent so the answer is not lost to
+// a reset.
+class RefusedConnection : public std::enable_shared_from_this<RefusedConnection> {
+ public:
+  RefusedConnection(tcp::socket socket, std::string answer)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), answer_(std::move(answer)) {}
+
+  void start() {
+    timer_.expires_after(kRefusalLinger);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) self->close();
+    });
+    asio::async_write(socket_, asio::buffer(answer_),
+                      [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+                        if (ec) return self->close();
+                        boost::system::error_code ignored;
+                        self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+                        self->drain();
+                      });
+  }
+
+ private:
+  static constexpr auto kRefusalLinger = std::chrono::milliseconds(200);
+  static constexpr size_t kDrainBytes = 64 * 1024;
+
+  void drain() {
+    socket_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+      self->drained_ += n;
+      if (ec || self->drained_ > kDrainBytes) return self->close();
+      self->drain();
+    });
+  }
+  void close() {
+    timer_.cancel();
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::string answer_;
+  std::array<char, 4096> scratch_{};
+  size_t drained_ = 0;
+};
 
 // Sessions answer every failure of a request themselves; should a handler still throw, the one connection it
 // served is lost (its handler's references are dropped), but the I/O thread keeps serving everyone else.
@@ -103,6 +156,34 @@ void run_io_thread(ServerContext& context) {
     }
   }
 }
+
+}  // namespace
+
+void refuse_connection(ServerContext& context, tcp::socket socket, bool binary) {
+  context.metrics.connection_refused();
+  const std::string message =
+      fmt::format("server overloaded: {} connections are open, the most it accepts (limits.max_connections); retry later",
+                  context.config.limits.max_connections);
+  std::string answer;
+  if (binary) {
+    serve::ScoreResponse response;
+    auto* e = response.mutable_error();
+    e->set_code(serve::OVERLOADED);
+    e->set_message(message);
+    e->set_retry_after_ms(static_cast<uint32_t>(context.config.retry_after_s * 1000));
+    answer = encode_frame(response.SerializeAsString());
+  } else {
+    const std::string body =
+        nlohmann::json{{"error", {{"type", metric_label(ServeErrorKind::kOverloaded)}, {"message", message}}}}.dump();
+    answer = fmt::format(
+        "HTTP/1.1 503 Service Unavailable\r\nServer: reward-serve\r\nContent-Type: application/json\r\n"
+        "Retry-After: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        context.config.retry_after_s, body.size(), body);
+  }
+  std::make_shared<RefusedConnection>(std::move(socket), std::move(answer))->start();
+}
+
+namespace {
 
 uint16_t open_acceptor(ServerContext& context, std::optional<tcp::acceptor>& acceptor, int port, const char* what) {
   boost::system::error_code ec;

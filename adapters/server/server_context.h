@@ -51,6 +51,15 @@ struct ServerContext {
   std::mutex sessions_mutex;
   std::map<uint64_t, std::weak_ptr<Session>> sessions;
   uint64_t next_session_id = 0;
+  std::atomic<int64_t> connections{0};  // admitted and not yet closed, both protocols
+
+  // Takes a slot under limits.max_connections; false (nothing taken) when all are in use.
+  bool admit_connection() {
+    if (connections.fetch_add(1) < config.limits.max_connections) return true;
+    connections.fetch_sub(1);
+    return false;
+  }
+  void release_connection() { connections.fetch_sub(1); }
 
   bool authorized(const std::string& token) const {
     return config.auth_token.empty() || constant_time_equal(config.auth_token, token);
@@ -73,7 +82,11 @@ void dispatch(ServerContext& context, const asio::any_io_executor& executor, std
 // deadline), or nullopt.
 std::optional<ServeError> request_level_error(const std::vector<SampleOutcome>& outcomes);
 
+// Each takes over an admitted connection (its slot is released when the session ends).
 void start_http_session(ServerContext& context, tcp::socket socket);
 void start_binary_session(ServerContext& context, tcp::socket socket);
+// Answers a connection over limits.max_connections (HTTP: 503 with a JSON error; binary: an OVERLOADED error
+// frame), then closes it.
+void refuse_connection(ServerContext& context, tcp::socket socket, bool binary);
 
 }  // namespace vlreward
