@@ -1,6 +1,7 @@
 // reward-serve over real loopback sockets, with a deterministic in-test backend (no LibTorch): every route and
 // both protocols, concurrency with every result matched to its request, batch invariance, overload, deadlines,
 // graceful shutdown, and a suite of malformed / hostile inputs each followed by a normal request.
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -1417,6 +1418,39 @@ TEST(ServerHostile, ConnectionsOverTheCapAreRefusedAndCounted) {
   };
   expect_config_error(R"({"limits": {"max_connections": 0}})");
   EXPECT_EQ(parse_server_config(json::parse(R"({"limits": {"max_connections": 7}})")).limits.max_connections, 7);
+}
+
+TEST(ServerHostile, OutOfFileDescriptorsBacksOffAndRecovers) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  RunningServer s(c);
+  asio::io_context io;
+  tcp::socket pending(io);
+  pending.open(tcp::v4());  // the client's descriptor exists before the limit drops
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  const int lowest_free = ::dup(0);  // new descriptors take the lowest free number: forbid it and all above
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(lowest_free);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  const int64_t before = s.server.metrics().accept_errors();
+  pending.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), s.http()));  // queued; accept() gets EMFILE
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const int64_t failures = s.server.metrics().accept_errors() - before;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_GE(failures, 1);
+  EXPECT_LE(failures, 15) << "accept() retried " << failures << " times in 500 ms instead of backing off";
+
+  // Once descriptors are free again the waiting connection is accepted and served.
+  timeval tv{5, 0};
+  ::setsockopt(pending.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  asio::write(pending, asio::buffer(http_request("POST", "/v1/score",
+                                                 json{{"samples", {score_sample("f", "fds")}}}.dump(), "")));
+  std::string buffered;
+  auto reply = read_http_reply(pending, buffered);
+  EXPECT_EQ(reply.status, 200) << reply.body;
 }
 
 TEST(ServerHostile, PathImagesInsideTheRootAreServed) {

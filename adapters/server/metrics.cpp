@@ -85,6 +85,11 @@ void ServerMetrics::connection_refused() {
   ++refused_connections_;
 }
 
+void ServerMetrics::accept_failed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++accept_errors_;
+}
+
 std::string ServerMetrics::render(int64_t queue_depth) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::string out;
@@ -115,6 +120,9 @@ std::string ServerMetrics::render(int64_t queue_depth) const {
   out += "# HELP vlreward_connections_refused_total Connections refused at limits.max_connections.\n"
          "# TYPE vlreward_connections_refused_total counter\n";
   out += fmt::format("vlreward_connections_refused_total {}\n", refused_connections_);
+  out += "# HELP vlreward_accept_errors_total Failed accepts (e.g. out of file descriptors), each followed by a "
+         "backoff.\n# TYPE vlreward_accept_errors_total counter\n";
+  out += fmt::format("vlreward_accept_errors_total {}\n", accept_errors_);
   return out;
 }
 
@@ -138,6 +146,11 @@ int64_t ServerMetrics::batches() const {
 int64_t ServerMetrics::refused_connections() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return refused_connections_;
+}
+
+int64_t ServerMetrics::accept_errors() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return accept_errors_;
 }
 
 int64_t ServerMetrics::open_connections() const {

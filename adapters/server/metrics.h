@@ -20,6 +20,7 @@ class ServerMetrics {
   void connection_opened();
   void connection_closed();
   void connection_refused();  // over limits.max_connections
+  void accept_failed();       // accept() itself failed (e.g. out of file descriptors)
 
   // The exposition text; queue depth is sampled by the caller.
   std::string render(int64_t queue_depth) const;
@@ -30,6 +31,7 @@ class ServerMetrics {
   int64_t batches() const;
   int64_t largest_batch() const;
   int64_t refused_connections() const;
+  int64_t accept_errors() const;
   int64_t open_connections() const;
 
  private:
@@ -54,6 +56,7 @@ class ServerMetrics {
   int64_t samples_failed_ = 0;
   int64_t open_connections_ = 0;
   int64_t refused_connections_ = 0;
+  int64_t accept_errors_ = 0;
 };
 
 }  // namespace vlreward

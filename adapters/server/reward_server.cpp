@@ -80,19 +80,39 @@ void dispatch(ServerContext& context, const asio::any_io_executor& executor, std
 
 namespace {
 
-void accept_loop(ServerContext& context, tcp::acceptor& acceptor, bool binary) {
-  acceptor.async_accept(asio::make_strand(context.ioc), [&context, &acceptor, binary](
-                                                             const boost::system::error_code& ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec && !context.stopping.load()) {
+// Backoff between failed accepts: from the first delay, doubling up to the most.
+constexpr int64_t kFirstAcceptRetryMs = 10;
+constexpr int64_t kMaxAcceptRetryMs = 100;
+
+void accept_loop(ServerContext& context, Listener& listener) {
+  listener.acceptor->async_accept(asio::make_strand(context.ioc), [&context, &listener](
+                                                                      const boost::system::error_code& ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !listener.acceptor->is_open()) return;
+    if (ec) {
+      // Out of file descriptors (EMFILE / ENFILE), out of memory, ...: the pending connection stays in the
+      // backlog, so accepting again at once fails again at once. Wait, longer each time, for sessions to close.
+      context.metrics.accept_failed();
+      listener.retry_ms = listener.retry_ms == 0 ? kFirstAcceptRetryMs : std::min(listener.retry_ms * 2, kMaxAcceptRetryMs);
+      if (listener.retry_ms == kFirstAcceptRetryMs)
+        std::fprintf(stderr, "reward-serve: cannot accept %s connections (%s); retrying with backoff\n",
+                     listener.binary ? "binary-protocol" : "HTTP", ec.message().c_str());
+      listener.retry_timer->expires_after(std::chrono::milliseconds(listener.retry_ms));
+      listener.retry_timer->async_wait([&context, &listener](const boost::system::error_code& wait_ec) {
+        if (wait_ec || !listener.acceptor->is_open()) return;
+        accept_loop(context, listener);
+      });
+      return;
+    }
+    listener.retry_ms = 0;
+    if (!context.stopping.load()) {
       if (!context.admit_connection())
-        refuse_connection(context, std::move(socket), binary);
-      else if (binary)
+        refuse_connection(context, std::move(socket), listener.binary);
+      else if (listener.binary)
         start_binary_session(context, std::move(socket));
       else
         start_http_session(context, std::move(socket));
     }
-    accept_loop(context, acceptor, binary);
+    accept_loop(context, listener);
   });
 }
 
@@ -185,7 +205,9 @@ void refuse_connection(ServerContext& context, tcp::socket socket, bool binary) 
 
 namespace {
 
-uint16_t open_acceptor(ServerContext& context, std::optional<tcp::acceptor>& acceptor, int port, const char* what) {
+uint16_t open_acceptor(ServerContext& context, Listener& listener, int port, const char* what) {
+  listener.retry_timer.emplace(context.ioc);
+  auto& acceptor = listener.acceptor;
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(context.config.host, ec);
   if (ec) throw InputError("host", fmt::format("\"{}\" is not an IP address", context.config.host));
@@ -216,22 +238,22 @@ RewardServer::~RewardServer() {
 void RewardServer::start() {
   auto& c = *context_;
   if (c.config.http_port >= 0) {
-    open_acceptor(c, c.http_acceptor, c.config.http_port, "HTTP");
-    accept_loop(c, *c.http_acceptor, false);
+    open_acceptor(c, c.http, c.config.http_port, "HTTP");
+    accept_loop(c, c.http);
   }
   if (c.config.binary_port >= 0) {
-    open_acceptor(c, c.binary_acceptor, c.config.binary_port, "the binary protocol");
-    accept_loop(c, *c.binary_acceptor, true);
+    open_acceptor(c, c.binary, c.config.binary_port, "the binary protocol");
+    accept_loop(c, c.binary);
   }
   for (int i = 0; i < c.config.io_threads; ++i) c.threads.emplace_back([&c] { run_io_thread(c); });
 }
 
 uint16_t RewardServer::http_port() const {
-  return context_->http_acceptor ? context_->http_acceptor->local_endpoint().port() : 0;
+  return context_->http.acceptor ? context_->http.acceptor->local_endpoint().port() : 0;
 }
 
 uint16_t RewardServer::binary_port() const {
-  return context_->binary_acceptor ? context_->binary_acceptor->local_endpoint().port() : 0;
+  return context_->binary.acceptor ? context_->binary.acceptor->local_endpoint().port() : 0;
 }
 
 void RewardServer::stop_on_signals() {
@@ -247,8 +269,10 @@ void RewardServer::stop() {
   if (c.stopping.exchange(true)) return;
   asio::post(c.ioc, [&c] {
     boost::system::error_code ignored;
-    if (c.http_acceptor) c.http_acceptor->close(ignored);
-    if (c.binary_acceptor) c.binary_acceptor->close(ignored);
+    for (Listener* listener : {&c.http, &c.binary}) {
+      if (listener->acceptor) listener->acceptor->close(ignored);
+      if (listener->retry_timer) listener->retry_timer->cancel();
+    }
     if (c.signals) c.signals->cancel(ignored);
     std::vector<std::shared_ptr<Session>> live;
     {

@@ -34,6 +34,15 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void on_shutdown() = 0;
 };
 
+// One listening socket and its accept loop's state.
+struct Listener {
+  explicit Listener(bool is_binary) : binary(is_binary) {}
+  const bool binary;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> retry_timer;  // waits out a failed accept
+  int64_t retry_ms = 0;                           // the current backoff; 0 after a successful accept
+};
+
 struct ServerContext {
   ServerContext(ServerConfig c, RewardBackend& backend)
       : config(std::move(c)), decoder(config), batcher(backend, config.batching, &metrics) {}
@@ -43,8 +52,8 @@ struct ServerContext {
   ServerMetrics metrics;
   Batcher batcher;
   asio::io_context ioc;
-  std::optional<tcp::acceptor> http_acceptor;
-  std::optional<tcp::acceptor> binary_acceptor;
+  Listener http{false};
+  Listener binary{true};
   std::optional<asio::signal_set> signals;
   std::vector<std::thread> threads;
   std::atomic<bool> stopping{false};
