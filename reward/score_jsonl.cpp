@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "adapters/common/progress.h"
+#include "adapters/hf/byte_level.h"
 #include "reward/image_input.h"
 
 namespace vlreward {
@@ -22,6 +24,12 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string id_text(const nlohmann::json& id) { return id.is_string() ? id.get<std::string>() : id.dump(); }
+
+// One output line. Always valid JSON: any ill-formed UTF-8 in a string (a backend's error message quoting bytes
+// it was given) is replaced with U+FFFD rather than failing the record, its batch and the rest of the run.
+std::string record_line(const nlohmann::json& record) {
+  return record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
 
 std::string require_string(const nlohmann::json& obj, const char* key, const std::string& where) {
   auto it = obj.find(key);
@@ -81,6 +89,9 @@ std::set<std::string> recover_output(const std::string& path) {
 
 RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root) {
   const std::string where = fmt::format("line {}", line_number);
+  if (const size_t bad = find_invalid_utf8(line); bad != line.size())
+    throw InputError(where, fmt::format("not valid UTF-8 (byte 0x{:02X} at column {}); the line is not scored",
+                                        static_cast<unsigned char>(line[bad]), bad + 1));
   const nlohmann::json obj = parse_json_text(line, where, "invalid JSON");
   if (!obj.is_object()) throw InputError(where, "must be a JSON object");
   auto id = obj.find("id");
@@ -141,21 +152,25 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
       } catch (const std::exception& e) {
         results.assign(batch.size(), RewardResult::failure(std::string("backend failed: ") + e.what()));
       }
+      if (results.size() != batch.size())
+        results.assign(batch.size(), RewardResult::failure(fmt::format(
+                                         "backend returned {} results for {} requests", results.size(), batch.size())));
     }
     std::string text;
     size_t next = 0;
     for (auto& p : pending) {
       nlohmann::json record{{"id", p.id}};
       if (p.request) {
-        const RewardResult& r = results.at(next++);
-        if (r.ok()) record["score"] = *r.score;
+        const RewardResult& r = results[next++];
+        if (r.ok() && !std::isfinite(*r.score)) record["error"] = fmt::format("backend returned a non-finite score ({})", *r.score);
+        else if (r.ok()) record["score"] = *r.score;
         else record["error"] = r.error;
-        if (r.ok() && !r.components.empty()) record["components"] = r.components;
+        if (record.contains("score") && !r.components.empty()) record["components"] = r.components;
       } else {
         record["error"] = p.error;
       }
       (record.contains("error") ? summary.failed : summary.scored) += 1;
-      text += record.dump() + "\n";
+      text += record_line(record);
     }
     if (!text.empty()) out.append(text);
     if (options.progress) progress.advance(static_cast<int64_t>(pending.size()), fmt::format("{} errors", summary.failed));

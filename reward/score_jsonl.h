@@ -3,6 +3,9 @@
 //   in:  {"id": ..., "images": [path | base64 | data URI, ...], "question": "...", "response": "...",
 //         "reference": "..." (optional), "system": "..." (optional)}
 //   out: {"id": ..., "score": 1.25}  or  {"id": ..., "error": "..."}   (one line per input line, in order)
+// Every output line is valid JSON. A line that cannot be read (invalid JSON or UTF-8, a bad field, a missing or
+// oversized image) gets an error record of its own, with id "line N" when its id cannot be read; every other line
+// is scored.
 #include <cstdint>
 #include <string>
 

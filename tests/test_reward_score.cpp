@@ -110,6 +110,41 @@ TEST(RewardScore, NumbersOutOfRangeAreErrorsOfTheirLineOnly) {
   EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
 }
 
+// Fails every request whose response starts with "fail:", echoing the response's bytes in the error.
+class EchoingFailures : public RewardBackend {
+ public:
+  std::string name() const override { return "echoing"; }
+  RewardCapabilities capabilities() const override { return {}; }
+  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    std::vector<RewardResult> out;
+    for (const auto& r : batch)
+      out.push_back(r.response.rfind("fail:", 0) == 0 ? RewardResult::failure("cannot score " + r.response + "\xff\xfe")
+                                                      : RewardResult::success(static_cast<double>(r.response.size())));
+    return out;
+  }
+};
+
+TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
+  auto dir = temp_dir("utf8");
+  write(dir / "in.jsonl", std::string(R"({"id": "a", "question": "q", "response": "one"})") + "\n" +
+                              R"({"id": "b", "question": "q", "response": "t)" + "\xff" + R"(o"})" + "\n" +
+                              R"({"id": "c", "question": "q", "response": "fail:three"})" + "\n" +
+                              R"({"id": "d", "question": "q\u00e9", "response": "four"})" + "\n");
+  EchoingFailures backend;
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.scored, 2);
+  EXPECT_EQ(summary.failed, 2);
+  auto out = records(dir / "out.jsonl");  // every line parses
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0], (nlohmann::json{{"id", "a"}, {"score", 3.0}}));
+  EXPECT_EQ(out[1]["id"], "line 2");
+  EXPECT_EQ(out[1]["error"], "line 2: not valid UTF-8 (byte 0xFF at column 44); the line is not scored") << out[1];
+  EXPECT_EQ(out[2]["id"], "c");
+  EXPECT_EQ(out[2]["error"], "cannot score fail:three\uFFFD\uFFFD") << out[2];
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 4.0}}));
+}
+
 TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
   auto dir = temp_dir("resume");
   write(dir / "in.jsonl", kInput);
