@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include <fmt/format.h>
+
 #include "reward/cli_common.h"
 #include "reward/score_jsonl.h"
 
@@ -16,6 +18,8 @@ static int reward_score(int argc, char** argv) {
       ("output,o", po::value<std::string>()->required(), "output JSONL: {id, score} or {id, error}")
       ("batch-size", po::value<int64_t>()->default_value(8), "requests per backend call")
       ("image-root", po::value<std::string>(), "directory for relative image paths (default: the input's)")
+      ("max-image-bytes", po::value<uint64_t>()->default_value(vlreward::kDefaultMaxImageFileBytes),
+       "largest image file; a line naming a larger one gets an error record (its size is checked before reading)")
       ("resume", "continue an interrupted run: keep the output, skip ids already in it")
       ("overwrite", "replace an existing output")
       ("no-progress", "no progress bar");
@@ -33,6 +37,9 @@ static int reward_score(int argc, char** argv) {
   o.batch_size = vm["batch-size"].as<int64_t>();
   if (o.batch_size <= 0) throw po::error("--batch-size must be positive");
   if (vm.count("image-root")) o.image_root = vm["image-root"].as<std::string>();
+  o.max_image_bytes = vm["max-image-bytes"].as<uint64_t>();
+  if (o.max_image_bytes == 0 || o.max_image_bytes > vlreward::kMaxImageFileBytes)
+    throw po::error(fmt::format("--max-image-bytes must be in [1, {}]", vlreward::kMaxImageFileBytes));
   o.resume = vm.count("resume") > 0;
   o.overwrite = vm.count("overwrite") > 0;
   o.progress = vm.count("no-progress") == 0;

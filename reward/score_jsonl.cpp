@@ -87,7 +87,8 @@ std::set<std::string> recover_output(const std::string& path) {
 
 }  // namespace
 
-RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root) {
+RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root,
+                               uint64_t max_image_bytes) {
   const std::string where = fmt::format("line {}", line_number);
   if (const size_t bad = find_invalid_utf8(line); bad != line.size())
     throw InputError(where, fmt::format("not valid UTF-8 (byte 0x{:02X} at column {}); the line is not scored",
@@ -100,10 +101,11 @@ RewardRequest parse_score_line(const std::string& line, int64_t line_number, con
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(where, "\"images\" must be a list");
     for (size_t i = 0; i < it->size(); ++i)
-      images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", where, i), image_root));
+      images.push_back(
+          parse_image_reference((*it)[i], fmt::format("{}: images[{}]", where, i), image_root, max_image_bytes));
   }
   if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
-    images.push_back(parse_image_reference(*it, where + ": image", image_root));
+    images.push_back(parse_image_reference(*it, where + ": image", image_root, max_image_bytes));
   std::optional<std::string> reference;
   if (auto it = obj.find("reference"); it != obj.end() && !it->is_null()) reference = require_string(obj, "reference", where);
   auto request = RewardRequest::single_turn(id_text(*id), std::move(images), require_string(obj, "question", where),
@@ -182,7 +184,7 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
     const int64_t line_number = static_cast<int64_t>(i) + 1;
     Pending p;
     try {
-      RewardRequest request = parse_score_line(lines[i], line_number, image_root);
+      RewardRequest request = parse_score_line(lines[i], line_number, image_root, options.max_image_bytes);
       p.id = nlohmann::json::parse(lines[i])["id"];
       if (done.count(request.id) != 0) {
         ++summary.skipped;

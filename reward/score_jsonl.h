@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "adapters/image/image_decode.h"
 #include "plugin/reward.h"
 
 namespace vlreward {
@@ -21,6 +22,7 @@ struct ScoreJsonlOptions {
   bool resume = false;     // keep an existing output and skip the ids already in it
   bool overwrite = false;  // replace an existing output
   bool progress = true;
+  uint64_t max_image_bytes = kDefaultMaxImageFileBytes;  // an image file's size, checked before it is read
 };
 
 struct ScoreJsonlSummary {
@@ -34,6 +36,7 @@ struct ScoreJsonlSummary {
 ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& options);
 
 // One input line → request. Throws InputError("line N", ...) naming the field.
-RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root);
+RewardRequest parse_score_line(const std::string& line, int64_t line_number, const std::string& image_root,
+                               uint64_t max_image_bytes = kDefaultMaxImageFileBytes);
 
 }  // namespace vlreward

@@ -10,6 +10,7 @@
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "adapters/image/image_decode.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
@@ -143,6 +144,47 @@ TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
   EXPECT_EQ(out[2]["id"], "c");
   EXPECT_EQ(out[2]["error"], "cannot score fail:three\uFFFD\uFFFD") << out[2];
   EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 4.0}}));
+}
+
+TEST(RewardScore, OversizedImageFilesAreRefusedBeforeReading) {
+  auto dir = temp_dir("big_images");
+  write(dir / "small.png", "\x89PNG\r\n\x1a\n" + std::string(192, 'x'));
+  write(dir / "big.png", "\x89PNG\r\n\x1a\n");
+  fs::resize_file(dir / "big.png", 1ull << 30);  // sparse: costs no disk, and must cost no memory either
+  write(dir / "in.jsonl", R"({"id": "a", "question": "q", "response": "x", "reference": "x"}
+{"id": "b", "question": "q", "response": "x", "reference": "x", "images": ["big.png"]}
+{"id": "c", "question": "q", "response": "x", "reference": "x", "image": "small.png"}
+{"id": "d", "question": "q", "response": "x", "reference": "x"}
+)");
+  CountingBackend backend(exact_match());
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.scored, 3);
+  EXPECT_EQ(summary.failed, 1);
+  EXPECT_EQ(backend.scored, 3);
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[1]["id"], "b");
+  EXPECT_EQ(out[1]["error"], "line 2: images[0]: image big.png is 1073741824 bytes, over the 33554432-byte limit");
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+
+  // The limit is an option.
+  o.overwrite = true;
+  o.max_image_bytes = 100;
+  summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.failed, 2);
+  out = records(dir / "out.jsonl");
+  EXPECT_EQ(out[2]["error"], "line 3: image: image small.png is 200 bytes, over the 100-byte limit");
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+
+  // Whatever reads an image path checks its size first.
+  try {
+    decode_image_file((dir / "big.png").string());
+    ADD_FAILURE() << "read a 1 GiB image";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is 1073741824 bytes, over the 268435456-byte limit"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
