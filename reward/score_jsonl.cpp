@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -64,9 +65,10 @@ class DurableAppender {
   int fd_ = -1;
 };
 
-// Ids already scored in an existing output; drops a torn last line left by a crash mid-write.
-std::set<std::string> recover_output(const std::string& path) {
-  std::set<std::string> done;
+// The ids that already have a record in an existing output, each with whether that record is an error; drops a
+// torn last line left by a crash mid-write.
+std::map<std::string, bool> recover_output(const std::string& path) {
+  std::map<std::string, bool> done;
   std::ifstream in(path, std::ios::binary);
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t complete = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
@@ -76,7 +78,7 @@ std::set<std::string> recover_output(const std::string& path) {
     const size_t end = content.find('\n', start);
     try {
       auto record = nlohmann::json::parse(content.substr(start, end - start));
-      if (record.contains("id")) done.insert(id_text(record["id"]));
+      if (record.contains("id")) done[id_text(record["id"])] = record.contains("error");
     } catch (const nlohmann::json::exception&) {
       throw InputError(path, "existing output has a malformed line; cannot resume from it");
     }
@@ -122,7 +124,7 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
     if (!line.empty() && line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
     else lines.emplace_back();  // keep numbering; blank lines are skipped below
 
-  std::set<std::string> done;
+  std::map<std::string, bool> done;
   if (fs::exists(options.output_path)) {
     if (options.resume) done = recover_output(options.output_path);
     else if (options.overwrite) fs::resize_file(options.output_path, 0);
@@ -160,6 +162,7 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
     }
     std::string text;
     size_t next = 0;
+    int64_t scored = 0, failed = 0;
     for (auto& p : pending) {
       nlohmann::json record{{"id", p.id}};
       if (p.request) {
@@ -171,47 +174,58 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
       } else {
         record["error"] = p.error;
       }
-      (record.contains("error") ? summary.failed : summary.scored) += 1;
+      (record.contains("error") ? failed : scored) += 1;
       text += record_line(record);
     }
     if (!text.empty()) out.append(text);
+    summary.scored += scored;  // counted once written
+    summary.failed += failed;
     if (options.progress) progress.advance(static_cast<int64_t>(pending.size()), fmt::format("{} errors", summary.failed));
     pending.clear();
   };
 
-  for (size_t i = 0; i < lines.size(); ++i) {
-    if (lines[i].empty()) continue;
-    const int64_t line_number = static_cast<int64_t>(i) + 1;
-    Pending p;
-    try {
-      RewardRequest request = parse_score_line(lines[i], line_number, image_root, options.max_image_bytes);
-      p.id = nlohmann::json::parse(lines[i])["id"];
-      if (done.count(request.id) != 0) {
-        ++summary.skipped;
-        if (options.progress) progress.advance(1);
-        continue;
-      }
-      if (!seen.insert(request.id).second) throw InputError(fmt::format("line {}", line_number), "duplicate id " + request.id);
-      p.request = std::move(request);
-    } catch (const std::exception& e) {
+  // From here on a failure leaves lines without a record: say so, distinctly from lines that failed.
+  try {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].empty()) continue;
+      const int64_t line_number = static_cast<int64_t>(i) + 1;
+      Pending p;
       try {
-        auto obj = nlohmann::json::parse(lines[i]);
-        p.id = obj.is_object() && obj.contains("id") ? obj["id"] : nlohmann::json(nullptr);
-      } catch (...) {
-        p.id = nullptr;
+        RewardRequest request = parse_score_line(lines[i], line_number, image_root, options.max_image_bytes);
+        p.id = nlohmann::json::parse(lines[i])["id"];
+        if (auto it = done.find(request.id); it != done.end()) {
+          ++summary.skipped;
+          summary.skipped_failed += it->second ? 1 : 0;
+          if (options.progress) progress.advance(1);
+          continue;
+        }
+        if (!seen.insert(request.id).second) throw InputError(fmt::format("line {}", line_number), "duplicate id " + request.id);
+        p.request = std::move(request);
+      } catch (const std::exception& e) {
+        try {
+          auto obj = nlohmann::json::parse(lines[i]);
+          p.id = obj.is_object() && obj.contains("id") ? obj["id"] : nlohmann::json(nullptr);
+        } catch (...) {
+          p.id = nullptr;
+        }
+        if (p.id.is_null()) p.id = fmt::format("line {}", line_number);
+        if (auto it = done.find(id_text(p.id)); it != done.end()) {  // its error record is already in the output
+          ++summary.skipped;
+          summary.skipped_failed += it->second ? 1 : 0;
+          if (options.progress) progress.advance(1);
+          continue;
+        }
+        p.error = e.what();
       }
-      if (p.id.is_null()) p.id = fmt::format("line {}", line_number);
-      if (done.count(id_text(p.id)) != 0) {  // its error record is already in the output
-        ++summary.skipped;
-        if (options.progress) progress.advance(1);
-        continue;
-      }
-      p.error = e.what();
+      pending.push_back(std::move(p));
+      if (static_cast<int64_t>(pending.size()) >= options.batch_size) flush();
     }
-    pending.push_back(std::move(p));
-    if (static_cast<int64_t>(pending.size()) >= options.batch_size) flush();
+    flush();
+  } catch (const std::exception& e) {
+    throw ScoreRunIncomplete(fmt::format(
+        "stopped with {} of {} lines recorded in {} (--resume continues from there): {}",
+        summary.scored + summary.failed + summary.skipped, total, options.output_path, e.what()));
   }
-  flush();
   if (options.progress) progress.finish(fmt::format("{} scored, {} errors, {} resumed", summary.scored, summary.failed, summary.skipped));
   return summary;
 }

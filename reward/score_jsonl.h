@@ -7,6 +7,7 @@
 // oversized image) gets an error record of its own, with id "line N" when its id cannot be read; every other line
 // is scored.
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "adapters/image/image_decode.h"
@@ -28,11 +29,22 @@ struct ScoreJsonlOptions {
 struct ScoreJsonlSummary {
   int64_t scored = 0;
   int64_t failed = 0;
-  int64_t skipped = 0;  // already in the output (resume)
+  int64_t skipped = 0;         // already in the output (resume)
+  int64_t skipped_failed = 0;  // of those, error records
+  // Lines whose record is an error, from this run or (resume) an earlier one.
+  int64_t all_failed() const { return failed + skipped_failed; }
 };
 
-// Throws InputError for problems with the files themselves (unreadable input, existing output without
-// resume/overwrite); per-line problems become error records.
+// The run stopped before every input line had a record (e.g. the output could not be written). The records
+// written are complete; --resume continues from them.
+class ScoreRunIncomplete : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws InputError for problems with the files themselves before anything is written (unreadable input,
+// existing output without resume/overwrite), ScoreRunIncomplete when the run stops part-way; per-line problems
+// become error records.
 ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& options);
 
 // One input line → request. Throws InputError("line N", ...) naming the field.

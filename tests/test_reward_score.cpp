@@ -1,6 +1,9 @@
 // reward-score's JSONL runner: per-line errors become records, output survives interruption and resumes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <filesystem>
 #include <fstream>
@@ -207,6 +210,39 @@ TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
   // Resuming a finished run does nothing.
   auto again = score_jsonl(backend, o);
   EXPECT_EQ(again.skipped, 7);
+  EXPECT_EQ(again.skipped_failed, 4) << "the error records already in the output still count";
+  EXPECT_EQ(again.all_failed(), 4);
+  EXPECT_EQ(records(dir / "out.jsonl").size(), 7u);
+}
+
+TEST(RewardScore, AnOutputThatCannotBeWrittenStopsTheRunAsIncomplete) {
+  auto dir = temp_dir("incomplete");
+  write(dir / "in.jsonl", kInput);
+  auto backend = exact_match();
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 1, false, false, false};
+  // Files of this process may not grow past 40 bytes: the second record cannot be written whole.
+  auto* previous = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  rlimit small = saved;
+  small.rlim_cur = 40;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  try {
+    score_jsonl(*backend, o);
+  } catch (const ScoreRunIncomplete& e) {
+    message = e.what();
+  } catch (const std::exception& e) {
+    message = std::string("not ScoreRunIncomplete: ") + e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, previous);
+  EXPECT_NE(message.find("stopped with 1 of 7 lines recorded"), std::string::npos) << message;
+  EXPECT_NE(message.find("--resume"), std::string::npos) << message;
+  o.resume = true;
+  auto summary = score_jsonl(*backend, o);
+  EXPECT_EQ(summary.skipped, 1);
+  EXPECT_EQ(summary.scored + summary.failed, 6);
   EXPECT_EQ(records(dir / "out.jsonl").size(), 7u);
 }
 
