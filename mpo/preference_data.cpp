@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "mpo/crc32c.h"
 #include "reward/image_input.h"
@@ -37,12 +38,7 @@ std::optional<double> optional_logp(const nlohmann::json& obj, const char* key, 
 }
 
 nlohmann::json parse_object(const std::string& line, const std::string& source) {
-  nlohmann::json obj;
-  try {
-    obj = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InputError(source, fmt::format("malformed JSON: {}", e.what()));
-  }
+  nlohmann::json obj = parse_json_text(line, source, "malformed JSON");
   if (!obj.is_object()) throw InputError(source, fmt::format("must be a JSON object, got {}", obj.type_name()));
   return obj;
 }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "reward/image_input.h"
 
@@ -35,12 +36,7 @@ RewardRequest PreferencePair::chosen_request() const { return request_for(*this,
 RewardRequest PreferencePair::rejected_request() const { return request_for(*this, rejected, "rejected"); }
 
 PreferencePair parse_preference_pair(const std::string& line, const std::string& source, const std::string& image_root) {
-  nlohmann::json obj;
-  try {
-    obj = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InputError(source, fmt::format("malformed JSON: {}", e.what()));
-  }
+  const nlohmann::json obj = parse_json_text(line, source, "malformed JSON");
   if (!obj.is_object()) throw InputError(source, fmt::format("must be a JSON object, got {}", obj.type_name()));
   PreferencePair pair;
   pair.source = source;

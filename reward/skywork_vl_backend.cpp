@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "adapters/common/error.h"
@@ -40,6 +41,8 @@ class SkyworkVLReward : public RewardBackend {
         max_padding_fraction_(options.max_padding_fraction.value_or(
             device_.is_cpu() ? 0.05 : std::numeric_limits<double>::infinity())) {
     const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(options.model_dir) / "config.json").string());
+    max_sample_tokens_ = options.max_sample_tokens.value_or(
+        std::min(config.text.max_position_embeddings, SkyworkVLOptions::kDefaultMaxSampleTokens));
     const auto dtype = parse_dtype(options.dtype, "skywork_vl");
     // Parameters are created on the device and filled straight from the mapped checkpoint: no host copy of the
     // weights besides the mapping.
@@ -99,10 +102,18 @@ class SkyworkVLReward : public RewardBackend {
  private:
   PreparedItem prepare(const RewardRequest& request) const {
     PreparedItem item;
+    const std::string source = request.id.empty() ? "request" : "request " + request.id;
     try {
-      item.input = prepare_reward_input(processor_, request, request.id.empty() ? "request" : "request " + request.id);
+      item.input = prepare_reward_input(processor_, request, source);
     } catch (const std::exception& e) {
       item.error = e.what();
+      return item;
+    }
+    const auto tokens = static_cast<int64_t>(item.input.input_ids.size());
+    if (tokens > max_sample_tokens_) {
+      item.error = fmt::format("{}: {} tokens after the chat template, over the limit of {} (max_sample_tokens)",
+                               source, tokens, max_sample_tokens_);
+      item.input = {};
     }
     return item;
   }
@@ -120,6 +131,7 @@ class SkyworkVLReward : public RewardBackend {
   Qwen2_5_VLProcessor processor_;
   torch::Device device_;
   double max_padding_fraction_;
+  int64_t max_sample_tokens_ = 0;
   qwen::Qwen2_5_VLModel model_{nullptr};
   ValueHead head_{nullptr};
 };
@@ -140,6 +152,8 @@ SkyworkVLOptions SkyworkVLOptions::from_config(const nlohmann::json& config, con
   o.max_padding_fraction = reader.maybe<double>("max_padding_fraction");
   o.min_pixels = reader.maybe<int64_t>("min_pixels");
   o.max_pixels = reader.maybe<int64_t>("max_pixels");
+  o.max_sample_tokens = reader.maybe<int64_t>("max_sample_tokens");
+  if (o.max_sample_tokens && *o.max_sample_tokens <= 0) reader.fail("max_sample_tokens", "must be positive");
   if (o.max_batch_tokens <= 0) reader.fail("max_batch_tokens", "must be positive");
   if (o.max_batch_size <= 0) reader.fail("max_batch_size", "must be positive");
   if (o.max_padding_fraction && !(*o.max_padding_fraction >= 0))

@@ -25,6 +25,12 @@ struct SkyworkVLOptions {
   // quadratically more), so only near-equal lengths share a forward; no limit on accelerators.
   std::optional<double> max_padding_fraction;
   std::optional<int64_t> min_pixels, max_pixels;
+  // Longest sample scored, in tokens after the chat template (image tokens included); a longer one fails alone
+  // with an error naming both numbers, before any forward. Activation memory grows with the square of a
+  // sequence's length, so no text or image limit bounds it on its own. Default: the model's
+  // max_position_embeddings, at most kDefaultMaxSampleTokens.
+  std::optional<int64_t> max_sample_tokens;
+  static constexpr int64_t kDefaultMaxSampleTokens = 32768;
 
   static SkyworkVLOptions from_config(const nlohmann::json& config, const std::string& where);
 };

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
 
@@ -84,12 +85,7 @@ const std::string& vlrb_category_of_dataset(const std::string& dataset) {
 VlrbPair parse_vlrb_line(const std::string& line, int64_t line_number, const std::string& source,
                          VlrbCategorySource category_source) {
   const std::string where = fmt::format("{}:{}", source, line_number);
-  nlohmann::json row;
-  try {
-    row = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(where, "not valid JSON ({})", e.what());
-  }
+  const nlohmann::json row = parse_json_text(line, where, "not valid JSON");
   if (!row.is_object()) throw_input_error(where, "expected a JSON object, got {}", row.type_name());
 
   VlrbPair pair;

@@ -602,5 +602,30 @@ TEST(RemoteRetries, MalformedAnswersAreReportedNotRetried) {
   EXPECT_EQ(s.hits(), 1);
 }
 
+TEST(RemoteRetries, AnswersOutOfRangeOrOfTheWrongTypeFailTheirSamples) {
+  const std::vector<std::pair<int, std::string>> answers = {
+      {200, R"({"results": [{"id": "only", "score": 1e400}]})"},
+      {200, R"({"results": [{"id": "only", "score": "1.5"}]})"},
+      {200, R"({"results": [{"id": "only", "error": 7}]})"},
+      {200, R"({"results": [{"id": "only", "score": 1, "components": {"c": -1e309}}]})"},
+      {200, R"({"results": {"id": "only"}})"},
+      {200, R"({"results": [["only", 1]]})"},
+      {200, "\"\xff\""},
+      {400, R"({"error": {"message": 1e400}})"},
+      {400, R"({"error": {"message": ["not", "a", "string"]}})"},
+  };
+  for (const auto& [status, body] : answers) {
+    SCOPED_TRACE(body);
+    ScriptedServer s(ScriptedServer::Kind::kHttp, [status = status, body = body](int, const std::string&) {
+      return http_reply(status, status == 200 ? "OK" : "Bad Request", body);
+    });
+    auto client = remote({{"url", s.url()}, {"max_retries", 0}, {"backoff_ms", 1}});
+    const auto results = client->score(one_sample());
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_FALSE(results[0].ok());
+    EXPECT_NE(results[0].error.find("remote reward"), std::string::npos) << results[0].error;
+  }
+}
+
 }  // namespace
 }  // namespace vlreward

@@ -59,6 +59,17 @@ TEST(RewardScoreCli, ExitCodeSaysWhetherAnyLineFailed) {
   EXPECT_EQ(run(std::string(REWARD_SCORE_BIN) + " --input " + (dir / "in.jsonl").string() + " --output " + out + kModelArgs), 1);
   EXPECT_EQ(run(std::string(REWARD_SCORE_BIN) + " --input " + (dir / "in.jsonl").string() + " --output " + out + kModelArgs), 2)
       << "an existing output without --resume/--overwrite is a usage error";
+  EXPECT_EQ(run(std::string(REWARD_SCORE_BIN) + " --input " + (dir / "in.jsonl").string() + " --output " + out +
+                " --resume" + kModelArgs),
+            1)
+      << "resuming a complete output that holds an error record still says some lines failed";
+  std::ofstream(dir / "good.jsonl") << R"({"id": "ok", "images": [], "question": "q", "response": "r"})" << "\n";
+  const std::string good_out = (dir / "good_out.jsonl").string();
+  const std::string good = std::string(REWARD_SCORE_BIN) + " --input " + (dir / "good.jsonl").string() + " --output " +
+                           good_out + kModelArgs;
+  EXPECT_EQ(run("trap '' XFSZ; ulimit -f 0; " + good), 3) << "an output that cannot be written: the run is incomplete";
+  EXPECT_EQ(run(good + " --resume"), 0);
+  EXPECT_EQ(run(good + " --resume"), 0) << "resuming a complete output of scores";
   EXPECT_EQ(run(std::string(REWARD_SCORE_BIN) + " --input x.jsonl --output y.jsonl"), 2) << "no backend given";
 }
 

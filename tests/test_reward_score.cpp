@@ -1,6 +1,9 @@
 // reward-score's JSONL runner: per-line errors become records, output survives interruption and resumes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +13,7 @@
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "adapters/image/image_decode.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
@@ -90,6 +94,102 @@ TEST(RewardScore, ScoresGoodLinesAndRecordsErrorsForBadOnes) {
   EXPECT_NE(out[6]["error"].get<std::string>().find("malformed data URI"), std::string::npos) << out[6];
 }
 
+TEST(RewardScore, NumbersOutOfRangeAreErrorsOfTheirLineOnly) {
+  auto dir = temp_dir("out_of_range");
+  write(dir / "in.jsonl", R"({"id": "a", "question": "q", "response": "4", "reference": "4"}
+{"id": "b", "question": "q", "response": "r", "reference": 1e400}
+{"id": "c", "question": "q", "response": "5", "reference": "5", "extra": [-1e309]}
+{"id": "d", "question": "q", "response": "x", "reference": "x"}
+)");
+  auto backend = exact_match();
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(*backend, o);
+  EXPECT_EQ(summary.scored, 2);
+  EXPECT_EQ(summary.failed, 2);
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0], (nlohmann::json{{"id", "a"}, {"score", 1.0}}));
+  EXPECT_NE(out[1]["error"].get<std::string>().find("line 2: reference: number out of range"), std::string::npos) << out[1];
+  EXPECT_NE(out[2]["error"].get<std::string>().find("line 3: extra[0]: number out of range"), std::string::npos) << out[2];
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+}
+
+// Fails every request whose response starts with "fail:", echoing the response's bytes in the error.
+class EchoingFailures : public RewardBackend {
+ public:
+  std::string name() const override { return "echoing"; }
+  RewardCapabilities capabilities() const override { return {}; }
+  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    std::vector<RewardResult> out;
+    for (const auto& r : batch)
+      out.push_back(r.response.rfind("fail:", 0) == 0 ? RewardResult::failure("cannot score " + r.response + "\xff\xfe")
+                                                      : RewardResult::success(static_cast<double>(r.response.size())));
+    return out;
+  }
+};
+
+TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
+  auto dir = temp_dir("utf8");
+  write(dir / "in.jsonl", std::string(R"({"id": "a", "question": "q", "response": "one"})") + "\n" +
+                              R"({"id": "b", "question": "q", "response": "t)" + "\xff" + R"(o"})" + "\n" +
+                              R"({"id": "c", "question": "q", "response": "fail:three"})" + "\n" +
+                              R"({"id": "d", "question": "q\u00e9", "response": "four"})" + "\n");
+  EchoingFailures backend;
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.scored, 2);
+  EXPECT_EQ(summary.failed, 2);
+  auto out = records(dir / "out.jsonl");  // every line parses
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0], (nlohmann::json{{"id", "a"}, {"score", 3.0}}));
+  EXPECT_EQ(out[1]["id"], "line 2");
+  EXPECT_EQ(out[1]["error"], "line 2: not valid UTF-8 (byte 0xFF at column 44); the line is not scored") << out[1];
+  EXPECT_EQ(out[2]["id"], "c");
+  EXPECT_EQ(out[2]["error"], "cannot score fail:three\uFFFD\uFFFD") << out[2];
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 4.0}}));
+}
+
+TEST(RewardScore, OversizedImageFilesAreRefusedBeforeReading) {
+  auto dir = temp_dir("big_images");
+  write(dir / "small.png", "\x89PNG\r\n\x1a\n" + std::string(192, 'x'));
+  write(dir / "big.png", "\x89PNG\r\n\x1a\n");
+  fs::resize_file(dir / "big.png", 1ull << 30);  // sparse: costs no disk, and must cost no memory either
+  write(dir / "in.jsonl", R"({"id": "a", "question": "q", "response": "x", "reference": "x"}
+{"id": "b", "question": "q", "response": "x", "reference": "x", "images": ["big.png"]}
+{"id": "c", "question": "q", "response": "x", "reference": "x", "image": "small.png"}
+{"id": "d", "question": "q", "response": "x", "reference": "x"}
+)");
+  CountingBackend backend(exact_match());
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 8, false, false, false};
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.scored, 3);
+  EXPECT_EQ(summary.failed, 1);
+  EXPECT_EQ(backend.scored, 3);
+  auto out = records(dir / "out.jsonl");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[1]["id"], "b");
+  EXPECT_EQ(out[1]["error"], "line 2: images[0]: image big.png is 1073741824 bytes, over the 33554432-byte limit");
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+
+  // The limit is an option.
+  o.overwrite = true;
+  o.max_image_bytes = 100;
+  summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.failed, 2);
+  out = records(dir / "out.jsonl");
+  EXPECT_EQ(out[2]["error"], "line 3: image: image small.png is 200 bytes, over the 100-byte limit");
+  EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 1.0}}));
+
+  // Whatever reads an image path checks its size first.
+  try {
+    decode_image_file((dir / "big.png").string());
+    ADD_FAILURE() << "read a 1 GiB image";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is 1073741824 bytes, over the 268435456-byte limit"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
   auto dir = temp_dir("resume");
   write(dir / "in.jsonl", kInput);
@@ -110,6 +210,39 @@ TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
   // Resuming a finished run does nothing.
   auto again = score_jsonl(backend, o);
   EXPECT_EQ(again.skipped, 7);
+  EXPECT_EQ(again.skipped_failed, 4) << "the error records already in the output still count";
+  EXPECT_EQ(again.all_failed(), 4);
+  EXPECT_EQ(records(dir / "out.jsonl").size(), 7u);
+}
+
+TEST(RewardScore, AnOutputThatCannotBeWrittenStopsTheRunAsIncomplete) {
+  auto dir = temp_dir("incomplete");
+  write(dir / "in.jsonl", kInput);
+  auto backend = exact_match();
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 1, false, false, false};
+  // Files of this process may not grow past 40 bytes: the second record cannot be written whole.
+  auto* previous = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  rlimit small = saved;
+  small.rlim_cur = 40;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  try {
+    score_jsonl(*backend, o);
+  } catch (const ScoreRunIncomplete& e) {
+    message = e.what();
+  } catch (const std::exception& e) {
+    message = std::string("not ScoreRunIncomplete: ") + e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, previous);
+  EXPECT_NE(message.find("stopped with 1 of 7 lines recorded"), std::string::npos) << message;
+  EXPECT_NE(message.find("--resume"), std::string::npos) << message;
+  o.resume = true;
+  auto summary = score_jsonl(*backend, o);
+  EXPECT_EQ(summary.skipped, 1);
+  EXPECT_EQ(summary.scored + summary.failed, 6);
   EXPECT_EQ(records(dir / "out.jsonl").size(), 7u);
 }
 

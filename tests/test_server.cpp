@@ -1,7 +1,7 @@
 // reward-serve over real loopback sockets, with a deterministic in-test backend (no LibTorch): every route and
 // both protocols, concurrency with every result matched to its request, batch invariance, overload, deadlines,
 // graceful shutdown, and a suite of malformed / hostile inputs each followed by a normal request.
-#include <cstdint>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -26,8 +27,11 @@
 
 #include "tests/fake_reward_backend.h"
 #include "adapters/common/base64.h"
+#include "adapters/common/error.h"
+#include "adapters/hf/byte_level.h"
 #include "adapters/server/chatml.h"
 #include "adapters/server/frame_codec.h"
+#include "adapters/server/request_decoding.h"
 #include "adapters/server/reward_server.h"
 #include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
@@ -251,6 +255,8 @@ json score_sample(const std::string& id, const std::string& response, const std:
   return s;
 }
 
+std::string frame_of_request(const serve::ScoreRequest& r) { return encode_frame(r.SerializeAsString()); }
+
 // ---------------------------------------------------------------------------------------------------------------
 // A server on ephemeral loopback ports, stopped when the fixture ends.
 
@@ -400,6 +406,40 @@ TEST(PolicyText, UnrecognisedTextIsScoredAsGiven) {
   EXPECT_FALSE(request_from_policy_text("<|im_start|>tool\nx<|im_end|><|im_start|>assistant\ny", std::nullopt, {}, "q")
                    .recognised_chatml);
   EXPECT_FALSE(request_from_policy_text("<|im_start|>user\nx<|im_end|>", std::nullopt, {}, "q").recognised_chatml);
+}
+
+TEST(RequestDecoding, EveryParserFailureIsABadRequestNamingWhere) {
+  RequestDecoder decoder(test_config());
+  auto expect_bad = [&](const std::string& body, const std::string& needle) {
+    try {
+      decoder.parse_json_body(body);
+      ADD_FAILURE() << "accepted " << body;
+    } catch (const ServeError& e) {
+      EXPECT_EQ(e.kind(), ServeErrorKind::kBadRequest) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(find_invalid_utf8(e.what()), std::string(e.what()).size()) << "messages travel as UTF-8";
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a ServeError for " << body << ": " << e.what();
+    }
+  };
+  expect_bad("{\"samples\": [1e400]}", "samples[0]: number out of range (number overflow parsing '1e400')");
+  expect_bad("[0, 1, -1e309]", "[2]: number out of range");
+  expect_bad("{\"a\": {\"b\": [[], [1, 2, 9e9999]]}}", "a.b[1][2]: number out of range");
+  expect_bad("{\"a\": 1, \"b\": }", "invalid JSON at b:");
+  expect_bad("{\"a\": \"\xff\xfe\"}", "invalid JSON at a:");
+  expect_bad("[1, 2", "invalid JSON at [2]:");
+  // Whatever a decoding step throws becomes a ServeError naming the field.
+  for (const auto& thrower : std::vector<std::function<void()>>{
+           [] { throw std::out_of_range("vector::at"); }, [] { json(1).get<std::string>(); },
+           [] { throw InputError("samples[3].image", "corrupt PNG"); }, [] { throw 42; }}) {
+    try {
+      decoding("samples[3]", [&] { thrower(); });
+      ADD_FAILURE() << "nothing thrown";
+    } catch (const ServeError& e) {
+      EXPECT_EQ(e.kind(), ServeErrorKind::kBadRequest);
+      EXPECT_EQ(std::string(e.what()).rfind("samples[3]", 0), 0u) << e.what();
+    }
+  }
 }
 
 TEST(ConstantTime, ComparesWholeTokens) {
@@ -887,6 +927,23 @@ std::vector<HttpCase> hostile_http_cases() {
                                                  std::string("{\"samples\"\0:[]}", 15)};
   for (size_t i = 0; i < invalid_json.size(); ++i)
     add(fmt::format("invalid JSON #{}", i), post("/v1/score", invalid_json[i]), 400, "bad_request", "invalid JSON");
+  // Numbers beyond the range of a double are well-formed JSON the parser cannot hold: still the client's error.
+  const std::vector<std::tuple<std::string, std::string, std::string>> out_of_range = {
+      {"/v1/score", "{\"samples\": [1e400]}", "samples[0]: number out of range"},
+      {"/v1/score", "{\"samples\": [{\"question\": \"q\", \"response\": \"r\"}], \"deadline_ms\": -1e309}",
+       "deadline_ms: number out of range"},
+      {"/v1/score", "{\"samples\": [{\"id\": \"a\", \"metadata\": {\"k\": 2e308}}]}",
+       "samples[0].metadata.k: number out of range"},
+      {"/v1/score", "1e999", "body: number out of range"},
+      {"/get_reward", "{\"query\": [\"q\"], \"labels\": [1e400]}", "labels[0]: number out of range"},
+      {"/classify", "{\"input\": \"x\", \"activation\": -1e400}", "activation: number out of range"},
+      {"/v1/embeddings", "{\"input\": [\"x\", 1E+5000]}", "input[1]: number out of range"},
+  };
+  for (const auto& [target, body, message] : out_of_range)
+    add(fmt::format("number out of range on {}: {}", target, body.substr(0, 40)), post(target, body), 400, "bad_request",
+        message);
+  add("invalid UTF-8 names the path", post("/v1/score", "{\"samples\": [{\"response\": \"\xff\"}]}"), 400, "bad_request",
+      "invalid JSON at samples[0].response");
   add("JSON nesting bomb", post("/v1/score", std::string(5000, '[') + std::string(5000, ']')), 400, "bad_request",
       "nested deeper than 64");
   // Wrong shapes for /v1/score.
@@ -1271,6 +1328,130 @@ TEST(ServerHostile, BinaryConnectionContinuesAfterARequestLevelError) {
   ASSERT_TRUE(good);
   EXPECT_EQ(good->request_id(), 9u);
   EXPECT_DOUBLE_EQ(good->results(0).score(), fake_score("same connection"));
+}
+
+// Resident memory of this process (the server runs in it).
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+TEST(ServerHostile, AnnouncedFramesCostOnlyTheBytesReceived) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  c.limits.max_frame_bytes = 64u << 20;
+  RunningServer s(c);
+  const int64_t before = resident_bytes();
+  // Each connection announces a 64 MiB frame and sends a few bytes of it (no token has been seen yet).
+  std::vector<std::unique_ptr<BinaryClient>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<BinaryClient>(s.binary()));
+    clients.back()->send_bytes(be32((64u << 20) - 1) + "only this much");
+  }
+  wait_until([&] { return s.server.metrics().open_connections() == 16; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the server read what was sent
+  const int64_t grown = resident_bytes() - before;
+  EXPECT_LT(grown, 64 << 20) << "16 announced 64 MiB frames made the server hold " << (grown >> 20) << " MiB";
+  clients.clear();
+
+  // A frame arriving in pieces, and two frames in one write, are still read exactly.
+  BinaryClient client(s.binary());
+  serve::ScoreRequest request;
+  request.set_request_id(1);
+  *request.add_samples() = proto_sample("p", "q", std::string(200000, 'p'));
+  const std::string frame = frame_of_request(request);
+  for (size_t at = 0; at < frame.size(); at += 70001) {
+    client.send_bytes(frame.substr(at, 70001));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto reply = client.read_response();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->request_id(), 1u);
+  EXPECT_DOUBLE_EQ(reply->results(0).score(), fake_score(std::string(200000, 'p')));
+  serve::ScoreRequest second;
+  second.set_request_id(2);
+  *second.add_samples() = proto_sample("s", "q", "second");
+  client.send_bytes(frame_of_request(request) + frame_of_request(second));
+  auto first_reply = client.read_response(), second_reply = client.read_response();
+  ASSERT_TRUE(first_reply && second_reply);
+  EXPECT_EQ(first_reply->request_id(), 1u);
+  EXPECT_EQ(second_reply->request_id(), 2u);
+  EXPECT_DOUBLE_EQ(second_reply->results(0).score(), fake_score("second"));
+}
+
+TEST(ServerHostile, ConnectionsOverTheCapAreRefusedAndCounted) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  c.limits.max_connections = 3;
+  RunningServer s(c);
+  std::vector<std::unique_ptr<HttpClient>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<HttpClient>(s.http()));
+  wait_until([&] { return s.server.metrics().open_connections() == 3; });
+
+  HttpClient extra(s.http());
+  auto refused = extra.send_raw("");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(refused.error_type(), "overloaded");
+  EXPECT_NE(refused.error_message().find("3 connections are open"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.error_message().find("limits.max_connections"), std::string::npos) << refused.body;
+  EXPECT_EQ(refused.headers["retry-after"], "1");
+  EXPECT_TRUE(extra.closed_by_server());
+  BinaryClient extra_binary(s.binary());
+  auto frame = extra_binary.read_response();
+  ASSERT_TRUE(frame);
+  EXPECT_EQ(frame->error().code(), serve::OVERLOADED);
+  EXPECT_EQ(frame->error().retry_after_ms(), 1000u);
+  EXPECT_TRUE(extra_binary.closed_by_server());
+  EXPECT_EQ(s.server.metrics().refused_connections(), 2);
+
+  // The held connections still work, /metrics shows the refusals, and a freed slot admits the next client.
+  auto metrics = held[0]->get("/metrics");
+  EXPECT_NE(metrics.body.find("vlreward_connections_refused_total 2"), std::string::npos) << metrics.body;
+  held.pop_back();
+  wait_until([&] { return s.server.metrics().open_connections() == 2; });
+  HttpClient next(s.http());
+  EXPECT_EQ(next.post("/v1/score", json{{"samples", {score_sample("n", "next")}}}).status, 200);
+
+  auto expect_config_error = [](const char* text) {
+    EXPECT_THROW(parse_server_config(json::parse(text)), RewardConfigError) << text;
+  };
+  expect_config_error(R"({"limits": {"max_connections": 0}})");
+  EXPECT_EQ(parse_server_config(json::parse(R"({"limits": {"max_connections": 7}})")).limits.max_connections, 7);
+}
+
+TEST(ServerHostile, OutOfFileDescriptorsBacksOffAndRecovers) {
+  auto c = test_config();
+  c.read_timeout_ms = 10000;
+  RunningServer s(c);
+  asio::io_context io;
+  tcp::socket pending(io);
+  pending.open(tcp::v4());  // the client's descriptor exists before the limit drops
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  const int lowest_free = ::dup(0);  // new descriptors take the lowest free number: forbid it and all above
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(lowest_free);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  const int64_t before = s.server.metrics().accept_errors();
+  pending.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), s.http()));  // queued; accept() gets EMFILE
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const int64_t failures = s.server.metrics().accept_errors() - before;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_GE(failures, 1);
+  EXPECT_LE(failures, 15) << "accept() retried " << failures << " times in 500 ms instead of backing off";
+
+  // Once descriptors are free again the waiting connection is accepted and served.
+  timeval tv{5, 0};
+  ::setsockopt(pending.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  asio::write(pending, asio::buffer(http_request("POST", "/v1/score",
+                                                 json{{"samples", {score_sample("f", "fds")}}}.dump(), "")));
+  std::string buffered;
+  auto reply = read_http_reply(pending, buffered);
+  EXPECT_EQ(reply.status, 200) << reply.body;
 }
 
 TEST(ServerHostile, PathImagesInsideTheRootAreServed) {

@@ -116,6 +116,36 @@ TEST(SkyworkVL, BadItemsFailAloneAndTheRestOfTheBatchScores) {
   EXPECT_NEAR(*results[0].score, data.expected[0], 1e-4 * std::abs(data.expected[0]));
 }
 
+TEST(SkyworkVL, OverlongSamplesFailAloneBeforeAnyForward) {
+  std::string words;
+  for (int i = 0; i < 100; ++i) words += "word ";
+  const auto short_request = RewardRequest::single_turn("short", {}, "q", "yes");
+  const auto long_request = RewardRequest::single_turn("long", {}, "q", words);
+  auto config = backend_config();
+  config["max_sample_tokens"] = 64;
+  auto limited = make(config);
+  auto results = limited->score({short_request, long_request, short_request});
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok()) << results[0].error;
+  EXPECT_TRUE(results[2].ok()) << results[2].error;
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_NE(results[1].error.find("request long: "), std::string::npos) << results[1].error;
+  EXPECT_NE(results[1].error.find("tokens after the chat template, over the limit of 64 (max_sample_tokens)"),
+            std::string::npos)
+      << results[1].error;
+  EXPECT_DOUBLE_EQ(*results[0].score, *backend().score({short_request})[0].score);
+
+  // Default: the model's max_position_embeddings (4096 for the tiny model).
+  std::string many;
+  for (int i = 0; i < 50; ++i) many += words;
+  auto defaults = backend().score({RewardRequest::single_turn("many", {}, "q", many)});
+  ASSERT_FALSE(defaults[0].ok());
+  EXPECT_NE(defaults[0].error.find("over the limit of 4096 (max_sample_tokens)"), std::string::npos) << defaults[0].error;
+
+  config["max_sample_tokens"] = 0;
+  EXPECT_THROW(make(config), RewardConfigError);
+}
+
 TEST(SkyworkVL, SmallTokenBudgetSplitsBatchesWithoutChangingScores) {
   auto config = backend_config();
   config["max_batch_tokens"] = 200;

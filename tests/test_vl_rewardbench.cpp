@@ -204,6 +204,7 @@ TEST(VlRewardBench, SchemaErrorsNameLineAndField) {
   };
   const std::vector<Case> cases = {
       {R"({"id": "x", "query": )", "not valid JSON"},
+      {R"({"id": "x", "query": "q", "response": ["a", 1e400]})", "response[1]: number out of range"},
       {R"(["id", "x"])", "expected a JSON object, got array"},
       {R"({"query": "q", "image": "a.png", "response": ["a", "b"], "human_ranking": [0, 1]})",
        "missing field \"id\""},

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 
 namespace vlreward {
@@ -55,11 +56,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 nlohmann::json load_config_file(const std::string& path) {
   const std::string text = read_file(path);
   if (ends_with(path, ".json")) {
-    try {
-      return nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw_input_error(path, "invalid JSON: {}", e.what());
-    }
+    return parse_json_text(text, path, "invalid JSON");
   }
   try {
     return yaml_to_json(YAML::Load(text));

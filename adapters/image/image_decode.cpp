@@ -1,6 +1,11 @@
 #include "adapters/image/image_decode.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <csetjmp>
 #include <cstdint>
 #include <cstdio>
@@ -461,8 +466,42 @@ RgbImage decode_image(std::string_view bytes, const std::string& source, const D
                                                                  : decode_png(data, bytes.size(), source, options);
 }
 
+uint64_t check_image_file_size(const std::string& path, uint64_t max_bytes, const std::string& source,
+                               const std::string& name) {
+  const std::string& shown = name.empty() ? path : name;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw_input_error(source, "cannot read image {}: {}", shown, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw_input_error(source, "image {} is not a regular file", shown);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes) throw_input_error(source, "image {} is {} bytes, over the {}-byte limit", shown, size, max_bytes);
+  return size;
+}
+
+std::string read_image_file(const std::string& path, uint64_t max_bytes, const std::string& source) {
+  const uint64_t size = check_image_file_size(path, max_bytes, source);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_input_error(source, "cannot read image {}: {}", path, std::strerror(errno));
+  std::string bytes(size, '\0');
+  size_t have = 0;
+  while (have < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + have, bytes.size() - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      throw_input_error(source, "cannot read image {}: {}", path, std::strerror(error));
+    }
+    if (n == 0) break;  // the file shrank: decode what is there (a truncated image fails to decode)
+    have += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(have);
+  return bytes;
+}
+
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options) {
-  const std::string bytes = read_file(path);
+  const std::string bytes = read_image_file(path, options.max_file_bytes, path);
   return decode_image(bytes, path, options);
 }
 

@@ -31,9 +31,17 @@ struct ImageHeader {
 // the reward model never needs more, and decoding bigger files only costs memory.
 constexpr uint64_t kDefaultMaxImagePixels = 89'478'485;
 
+// Image files read from disk: the default limit where a command reads image paths from its input (the same as
+// reward-serve's limits.max_image_bytes), and the most decode_image_file ever reads. A file's size is checked
+// before any of it is read, so a huge (or sparse) file costs nothing.
+constexpr uint64_t kDefaultMaxImageFileBytes = 32ull << 20;
+constexpr uint64_t kMaxImageFileBytes = 256ull << 20;
+
 struct DecodeOptions {
   // Images whose header declares more pixels than this are rejected before any pixel data is decoded.
   uint64_t max_pixels = kDefaultMaxImagePixels;
+  // decode_image_file: larger files are rejected from their size, before reading.
+  uint64_t max_file_bytes = kMaxImageFileBytes;
 };
 
 // Identifies the format by magic bytes; throws InputError naming `source` for empty input and for
@@ -53,5 +61,15 @@ RgbImage decode_image(std::string_view bytes, const std::string& source, const D
 
 // Same, reading the file at `path` (named in errors).
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options = {});
+
+// The size of the image file at `path`, checked before anything is read: throws InputError(source, ...) when it
+// is not a regular file or holds more than `max_bytes` ("image photo.jpg is 1073741824 bytes, over the
+// 33554432-byte limit"; `name` is how the file is called there, default the path).
+uint64_t check_image_file_size(const std::string& path, uint64_t max_bytes, const std::string& source,
+                               const std::string& name = "");
+
+// Reads the image file at `path` after check_image_file_size, and never more than `max_bytes` even if the file
+// grows meanwhile.
+std::string read_image_file(const std::string& path, uint64_t max_bytes, const std::string& source);
 
 }  // namespace vlreward

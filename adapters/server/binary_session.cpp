@@ -1,11 +1,13 @@
 // One binary-protocol connection: frames in, one response frame per request frame, in order.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
 #include <fmt/format.h>
 
-#include "adapters/server/frame_codec.h"
+#include "adapters/hf/byte_level.h"
 #include "adapters/server/connection_session.h"
+#include "adapters/server/frame_codec.h"
 #include "reward_service.pb.h"
 
 namespace vlreward {
@@ -36,9 +38,24 @@ class BinarySession : public ConnectionSession<BinarySession> {
       // The rest of the stream cannot be trusted: answer, then close.
       return send_error(0, e, /*close_after=*/true);
     }
-    payload_.assign(length, '\0');
-    asio::async_read(socket_, asio::buffer(payload_),
-                     [self = self()](const boost::system::error_code& read_ec, size_t) { self->on_payload(read_ec); });
+    expected_ = length;
+    payload_.clear();
+    read_payload();
+  }
+
+  // Reads the payload as it arrives: the buffer grows with the bytes actually received (plus at most one read
+  // chunk), so a header announcing max_frame_bytes costs nothing until those bytes are sent.
+  void read_payload() {
+    const size_t have = payload_.size();
+    if (have == expected_) return on_payload({});
+    const size_t want = std::min<size_t>(kReadChunkBytes, expected_ - have);
+    payload_.resize(have + want);
+    socket_.async_read_some(asio::buffer(payload_.data() + have, want),
+                            [self = self(), have](const boost::system::error_code& ec, size_t n) {
+                              self->payload_.resize(have + n);
+                              if (ec) return self->on_payload(ec);
+                              self->read_payload();
+                            });
   }
 
   void on_payload(const boost::system::error_code& ec) {
@@ -47,6 +64,15 @@ class BinarySession : public ConnectionSession<BinarySession> {
     state_ = State::kProcessing;
     received_ = std::chrono::steady_clock::now();
     context_.metrics.count_request("binary");
+    try {
+      handle_request();
+    } catch (const std::exception& e) {
+      // Decoding only throws ServeError; anything else is the server's own failure, answered, never propagated.
+      send_error(0, ServeError(ServeErrorKind::kInternal, fmt::format("request: {}", e.what())), false);
+    }
+  }
+
+  void handle_request() {
     serve::ScoreRequest request;
     const bool parsed = request.ParseFromString(payload_);
     payload_.clear();
@@ -97,9 +123,9 @@ class BinarySession : public ConnectionSession<BinarySession> {
       r->set_id(ids[i]);
       if (o.result.ok()) {
         r->set_score(*o.result.score);
-        for (const auto& [name, value] : o.result.components) (*r->mutable_components())[name] = value;
+        for (const auto& [name, value] : o.result.components) (*r->mutable_components())[utf8_decode_lossy(name)] = value;
       } else {
-        r->set_error(o.result.error);
+        r->set_error(utf8_decode_lossy(o.result.error));  // proto3 strings must be UTF-8
         ++failed;
       }
       auto* t = r->mutable_timing();
@@ -118,7 +144,7 @@ class BinarySession : public ConnectionSession<BinarySession> {
     response.set_request_id(request_id);
     auto* e = response.mutable_error();
     e->set_code(static_cast<serve::ErrorCode>(proto_error_code(error.kind())));
-    e->set_message(error.what());
+    e->set_message(utf8_decode_lossy(error.what()));
     if (error.kind() == ServeErrorKind::kOverloaded)
       e->set_retry_after_ms(static_cast<uint32_t>(context_.config.retry_after_s * 1000));
     send(response, close_after);
@@ -143,7 +169,10 @@ class BinarySession : public ConnectionSession<BinarySession> {
                       });
   }
 
+  static constexpr size_t kReadChunkBytes = 64 * 1024;
+
   std::array<unsigned char, kFrameHeaderBytes> header_{};
+  size_t expected_ = 0;  // the payload length the header announced
   std::string payload_;
   std::string out_;
   std::chrono::steady_clock::time_point received_;

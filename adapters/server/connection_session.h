@@ -20,6 +20,7 @@ class ConnectionSession : public Session {
   ~ConnectionSession() override {
     context_.remove_session(id_);
     context_.metrics.connection_closed();
+    context_.release_connection();
   }
 
   void start() {

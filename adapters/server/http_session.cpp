@@ -166,6 +166,9 @@ class HttpSession : public ConnectionSession<HttpSession> {
       }
     } catch (const ServeError& e) {
       respond_error(e);
+    } catch (const std::exception& e) {
+      // Decoding only throws ServeError; anything else is the server's own failure, answered, never propagated.
+      respond_error(ServeError(ServeErrorKind::kInternal, fmt::format("{}: {}", route_, e.what())));
     }
   }
 

@@ -81,6 +81,16 @@ void ServerMetrics::connection_closed() {
   --open_connections_;
 }
 
+void ServerMetrics::connection_refused() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++refused_connections_;
+}
+
+void ServerMetrics::accept_failed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++accept_errors_;
+}
+
 std::string ServerMetrics::render(int64_t queue_depth) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::string out;
@@ -108,6 +118,12 @@ std::string ServerMetrics::render(int64_t queue_depth) const {
   out += fmt::format("vlreward_queue_depth {}\n", queue_depth);
   out += "# HELP vlreward_open_connections Open client connections.\n# TYPE vlreward_open_connections gauge\n";
   out += fmt::format("vlreward_open_connections {}\n", open_connections_);
+  out += "# HELP vlreward_connections_refused_total Connections refused at limits.max_connections.\n"
+         "# TYPE vlreward_connections_refused_total counter\n";
+  out += fmt::format("vlreward_connections_refused_total {}\n", refused_connections_);
+  out += "# HELP vlreward_accept_errors_total Failed accepts (e.g. out of file descriptors), each followed by a "
+         "backoff.\n# TYPE vlreward_accept_errors_total counter\n";
+  out += fmt::format("vlreward_accept_errors_total {}\n", accept_errors_);
   return out;
 }
 
@@ -126,6 +142,21 @@ int64_t ServerMetrics::errors(ServeErrorKind kind) const {
 int64_t ServerMetrics::batches() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return batches_;
+}
+
+int64_t ServerMetrics::refused_connections() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return refused_connections_;
+}
+
+int64_t ServerMetrics::accept_errors() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return accept_errors_;
+}
+
+int64_t ServerMetrics::open_connections() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return open_connections_;
 }
 
 int64_t ServerMetrics::largest_batch() const {

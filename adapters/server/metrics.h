@@ -19,6 +19,8 @@ class ServerMetrics {
   void observe_latency(const std::string& route, double seconds);
   void connection_opened();
   void connection_closed();
+  void connection_refused();  // over limits.max_connections
+  void accept_failed();       // accept() itself failed (e.g. out of file descriptors)
 
   // The exposition text; queue depth is sampled by the caller.
   std::string render(int64_t queue_depth) const;
@@ -28,6 +30,9 @@ class ServerMetrics {
   int64_t errors(ServeErrorKind kind) const;
   int64_t batches() const;
   int64_t largest_batch() const;
+  int64_t refused_connections() const;
+  int64_t accept_errors() const;
+  int64_t open_connections() const;
 
  private:
   static constexpr std::array<double, 12> kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -50,6 +55,8 @@ class ServerMetrics {
   int64_t samples_scored_ = 0;
   int64_t samples_failed_ = 0;
   int64_t open_connections_ = 0;
+  int64_t refused_connections_ = 0;
+  int64_t accept_errors_ = 0;
 };
 
 }  // namespace vlreward

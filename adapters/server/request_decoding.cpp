@@ -4,12 +4,15 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <set>
 
 #include <fmt/format.h>
 
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
+#include "adapters/hf/byte_level.h"
 #include "adapters/image/image_decode.h"
 #include "adapters/server/chatml.h"
 #include "adapters/server/serve_error.h"
@@ -106,6 +109,25 @@ bool path_within(const fs::path& path, const fs::path& root) {
 
 }  // namespace
 
+ServeError decoding_failure(const std::string& where, std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const ServeError& e) {
+    return e;
+  } catch (const nlohmann::json::exception& e) {
+    // A type or range error from reading a value of the wrong shape: the client's data, not the server.
+    return ServeError(ServeErrorKind::kBadRequest, fmt::format("{}: {}", where, utf8_decode_lossy(e.what())));
+  } catch (const std::bad_alloc&) {
+    return ServeError(ServeErrorKind::kTooLarge, fmt::format("{}: too large to decode", where));
+  } catch (const InputError& e) {
+    return ServeError(ServeErrorKind::kBadRequest, utf8_decode_lossy(e.what()));
+  } catch (const std::exception& e) {
+    return ServeError(ServeErrorKind::kBadRequest, fmt::format("{}: {}", where, utf8_decode_lossy(e.what())));
+  } catch (...) {
+    return ServeError(ServeErrorKind::kBadRequest, fmt::format("{}: could not be decoded", where));
+  }
+}
+
 RequestDecoder::RequestDecoder(const ServerConfig& config) : limits_(config.limits) {
   if (!config.image_root.empty()) {
     std::error_code ec;
@@ -119,11 +141,15 @@ RequestDecoder::RequestDecoder(const ServerConfig& config) : limits_(config.limi
 nlohmann::json RequestDecoder::parse_json_body(const std::string& body) const {
   if (!nesting_within(body, kMaxJsonDepth))
     bad(fmt::format("body: JSON nested deeper than {} levels", kMaxJsonDepth));
-  try {
-    return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
-    bad(fmt::format("body: invalid JSON: {}", e.what()));
-  }
+  return decoding("body", [&] {
+    try {
+      return nlohmann::json::parse(body);
+    } catch (const nlohmann::json::exception& e) {
+      std::string path;
+      const std::string message = describe_json_failure(body, e, "invalid JSON", &path);
+      bad(message.rfind(path, 0) == 0 && !path.empty() ? message : "body: " + message);
+    }
+  });
 }
 
 RewardImage RequestDecoder::image_from_path(const std::string& text, const std::string& where) const {
@@ -260,6 +286,10 @@ std::string sample_id(const nlohmann::json& sample, size_t index, const std::str
 }  // namespace
 
 std::vector<DecodedSample> RequestDecoder::decode_score(const nlohmann::json& body, int64_t* deadline_ms) const {
+  return decoding("body", [&] { return decode_score_unguarded(body, deadline_ms); });
+}
+
+std::vector<DecodedSample> RequestDecoder::decode_score_unguarded(const nlohmann::json& body, int64_t* deadline_ms) const {
   if (!body.is_object()) bad("body: must be a JSON object {\"samples\": [...]}");
   static const std::set<std::string> known_body = {"samples", "deadline_ms"};
   for (const auto& [key, _] : body.items())
@@ -370,6 +400,10 @@ std::vector<DecodedSample> RequestDecoder::decode_score(const nlohmann::json& bo
 }
 
 GetRewardRequest RequestDecoder::decode_get_reward(const nlohmann::json& body) const {
+  return decoding("body", [&] { return decode_get_reward_unguarded(body); });
+}
+
+GetRewardRequest RequestDecoder::decode_get_reward_unguarded(const nlohmann::json& body) const {
   if (!body.is_object()) bad("body: must be a JSON object {\"query\": [...], \"prompts\": [...], \"labels\": [...]}");
   const auto* query = find_key(body, "query");
   if (query == nullptr) bad("body: missing \"query\"");
@@ -406,6 +440,10 @@ GetRewardRequest RequestDecoder::decode_get_reward(const nlohmann::json& body) c
 }
 
 ClassifyRequest RequestDecoder::decode_classify(const nlohmann::json& body) const {
+  return decoding("body", [&] { return decode_classify_unguarded(body); });
+}
+
+ClassifyRequest RequestDecoder::decode_classify_unguarded(const nlohmann::json& body) const {
   if (!body.is_object()) bad("body: must be a JSON object {\"model\", \"input\", \"activation\"}");
   const auto* input = find_key(body, "input");
   if (input == nullptr) bad("body: missing \"input\"");
@@ -436,6 +474,10 @@ ClassifyRequest RequestDecoder::decode_classify(const nlohmann::json& body) cons
 }
 
 std::vector<DecodedSample> RequestDecoder::decode_proto(const serve::ScoreRequest& request) const {
+  return decoding("request", [&] { return decode_proto_unguarded(request); });
+}
+
+std::vector<DecodedSample> RequestDecoder::decode_proto_unguarded(const serve::ScoreRequest& request) const {
   check_sample_count(static_cast<size_t>(request.samples_size()), "samples");
   std::vector<DecodedSample> out;
   out.reserve(static_cast<size_t>(request.samples_size()));

@@ -8,11 +8,13 @@
 // plus per image ceil(h/28) * ceil(w/28) merged patches (Qwen2.5-VL: 14-px patches merged 2x2), clamped to
 // [4, 16384] as the processor's min/max pixels clamp it.
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
 #include "plugin/reward.h"
 
@@ -37,11 +39,29 @@ struct GetRewardRequest {
   std::vector<DecodedSample> samples;
 };
 
+// Runs one step of decoding a request and guarantees that it fails only with a ServeError: whatever else a parser
+// or a library throws while reading client data (a nlohmann::json exception, InputError from an image probe,
+// std::out_of_range, std::bad_alloc, ...) becomes kBadRequest naming `where` and the problem, so one request's
+// bad input can never escape into the I/O thread.
+ServeError decoding_failure(const std::string& where, std::exception_ptr error);
+template <typename F>
+auto decoding(const std::string& where, F&& step) -> decltype(step()) {
+  try {
+    return step();
+  } catch (const ServeError&) {
+    throw;
+  } catch (...) {
+    throw decoding_failure(where, std::current_exception());
+  }
+}
+
 class RequestDecoder {
  public:
   explicit RequestDecoder(const ServerConfig& config);
 
-  // Parses a JSON body (depth limited to 64 to refuse nesting bombs). kBadRequest on invalid JSON.
+  // Every public member throws only ServeError (see decoding()).
+  // Parses a JSON body (depth limited to 64 to refuse nesting bombs). kBadRequest on invalid JSON and on numbers
+  // out of the double range, naming where in the body the parser stopped.
   nlohmann::json parse_json_body(const std::string& body) const;
 
   // POST /v1/score: {"samples": [{"id", "system"?, "messages"? | "question"+"images"?, "response",
@@ -63,6 +83,10 @@ class RequestDecoder {
   int64_t check_sample(const RewardRequest& request, const std::string& where) const;
 
  private:
+  std::vector<DecodedSample> decode_score_unguarded(const nlohmann::json& body, int64_t* deadline_ms) const;
+  GetRewardRequest decode_get_reward_unguarded(const nlohmann::json& body) const;
+  ClassifyRequest decode_classify_unguarded(const nlohmann::json& body) const;
+  std::vector<DecodedSample> decode_proto_unguarded(const serve::ScoreRequest& request) const;
   RewardImage read_image_under_root(const std::string& path, const std::string& where, const char* not_found_prefix) const;
   DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
   std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;

@@ -48,6 +48,7 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
     auto& x = c.limits;
     x.max_body_bytes = l.optional<uint64_t>("max_body_bytes", x.max_body_bytes);
     x.max_frame_bytes = l.optional<uint64_t>("max_frame_bytes", x.max_frame_bytes);
+    x.max_connections = l.optional<int64_t>("max_connections", x.max_connections);
     x.max_samples_per_request = l.optional<int64_t>("max_samples_per_request", x.max_samples_per_request);
     x.max_images_per_sample = l.optional<int64_t>("max_images_per_sample", x.max_images_per_sample);
     x.max_image_pixels = l.optional<uint64_t>("max_image_pixels", x.max_image_pixels);
@@ -90,6 +91,7 @@ void validate_server_config(const ServerConfig& c) {
   require(c.limits.max_body_bytes > 0, "limits.max_body_bytes", "must be positive");
   require(c.limits.max_frame_bytes > 0 && c.limits.max_frame_bytes <= 0xffffffffull, "limits.max_frame_bytes",
           "must be in [1, 2^32-1]");
+  require(c.limits.max_connections > 0, "limits.max_connections", "must be positive");
   require(c.limits.max_samples_per_request > 0, "limits.max_samples_per_request", "must be positive");
   require(c.limits.max_images_per_sample >= 0, "limits.max_images_per_sample", "must not be negative");
   require(c.limits.max_image_pixels > 0, "limits.max_image_pixels", "must be positive");

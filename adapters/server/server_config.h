@@ -12,6 +12,7 @@ namespace vlreward {
 struct ServerLimits {
   uint64_t max_body_bytes = 64ull << 20;      // HTTP request body
   uint64_t max_frame_bytes = 64ull << 20;     // binary protocol frame payload
+  int64_t max_connections = 1024;             // open client connections, both protocols; beyond: refused
   int64_t max_samples_per_request = 256;
   int64_t max_images_per_sample = 16;
   uint64_t max_image_pixels = 16ull << 20;    // width*height from the image header, before decoding

@@ -34,6 +34,15 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void on_shutdown() = 0;
 };
 
+// One listening socket and its accept loop's state.
+struct Listener {
+  explicit Listener(bool is_binary) : binary(is_binary) {}
+  const bool binary;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> retry_timer;  // waits out a failed accept
+  int64_t retry_ms = 0;                           // the current backoff; 0 after a successful accept
+};
+
 struct ServerContext {
   ServerContext(ServerConfig c, RewardBackend& backend)
       : config(std::move(c)), decoder(config), batcher(backend, config.batching, &metrics) {}
@@ -43,14 +52,23 @@ struct ServerContext {
   ServerMetrics metrics;
   Batcher batcher;
   asio::io_context ioc;
-  std::optional<tcp::acceptor> http_acceptor;
-  std::optional<tcp::acceptor> binary_acceptor;
+  Listener http{false};
+  Listener binary{true};
   std::optional<asio::signal_set> signals;
   std::vector<std::thread> threads;
   std::atomic<bool> stopping{false};
   std::mutex sessions_mutex;
   std::map<uint64_t, std::weak_ptr<Session>> sessions;
   uint64_t next_session_id = 0;
+  std::atomic<int64_t> connections{0};  // admitted and not yet closed, both protocols
+
+  // Takes a slot under limits.max_connections; false (nothing taken) when all are in use.
+  bool admit_connection() {
+    if (connections.fetch_add(1) < config.limits.max_connections) return true;
+    connections.fetch_sub(1);
+    return false;
+  }
+  void release_connection() { connections.fetch_sub(1); }
 
   bool authorized(const std::string& token) const {
     return config.auth_token.empty() || constant_time_equal(config.auth_token, token);
@@ -73,7 +91,11 @@ void dispatch(ServerContext& context, const asio::any_io_executor& executor, std
 // deadline), or nullopt.
 std::optional<ServeError> request_level_error(const std::vector<SampleOutcome>& outcomes);
 
+// Each takes over an admitted connection (its slot is released when the session ends).
 void start_http_session(ServerContext& context, tcp::socket socket);
 void start_binary_session(ServerContext& context, tcp::socket socket);
+// Answers a connection over limits.max_connections (HTTP: 503 with a JSON error; binary: an OVERLOADED error
+// frame), then closes it.
+void refuse_connection(ServerContext& context, tcp::socket socket, bool binary);
 
 }  // namespace vlreward
