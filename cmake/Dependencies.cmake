@@ -198,5 +198,29 @@ if(NOT VLREWARD_ONE_FMT_AND_PROTOBUF)
 endif()
 message(STATUS "fmt ${fmt_VERSION}, protobuf ${VLREWARD_PROTOBUF_VERSION} (${VLREWARD_PROTOBUF_STATIC})")
 
+# libjpeg: jpeglib.h includes a jconfig.h from a multiarch directory, which can belong to another libjpeg than the
+# one linked (e.g. unpacked packages beside the system's); the library then refuses every decoder it is handed.
+set(_jpeg_library "${JPEG_LIBRARY_RELEASE}")
+if(NOT _jpeg_library)
+  set(_jpeg_library "${JPEG_LIBRARY}")
+endif()
+get_filename_component(_jpeg_real "${_jpeg_library}" REALPATH)
+if(_jpeg_real MATCHES "libjpeg\\.so\\.([0-9]+)")
+  set(_jpeg_abi "${CMAKE_MATCH_1}")
+  set(CMAKE_REQUIRED_INCLUDES ${JPEG_INCLUDE_DIRS})
+  check_cxx_source_compiles("
+#include <cstddef>
+#include <cstdio>
+#include <jpeglib.h>
+static_assert(JPEG_LIB_VERSION == ${_jpeg_abi}, \"jpeglib.h does not match the library\");
+int main() { return 0; }" VLREWARD_JPEG_HEADERS_MATCH_${_jpeg_abi})
+  unset(CMAKE_REQUIRED_INCLUDES)
+  if(NOT VLREWARD_JPEG_HEADERS_MATCH_${_jpeg_abi})
+    unset(VLREWARD_JPEG_HEADERS_MATCH_${_jpeg_abi} CACHE)
+    message(FATAL_ERROR "libjpeg mix: ${_jpeg_real} is ABI ${_jpeg_abi}, but the jpeglib.h/jconfig.h the compiler "
+                        "sees (from ${JPEG_INCLUDE_DIRS} and the system directories) say otherwise")
+  endif()
+endif()
+
 # libstdc++ first among every binary's needed libraries (see the top of this file).
 add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
