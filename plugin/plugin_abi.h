@@ -23,7 +23,6 @@
 #ifndef VLREWARD_PLUGIN_ABI_H
 #define VLREWARD_PLUGIN_ABI_H
 
-#include <cstdint>
 #include <stddef.h>
 #include <stdint.h>
 
