@@ -26,6 +26,12 @@ torch::ScalarType parse_dtype(const std::string& name, const std::string& where)
   throw RewardConfigError(where + ": dtype must be \"float32\" or \"bfloat16\", got \"" + name + "\"");
 }
 
+qwen::AttentionImpl parse_attention(const std::string& name, const std::string& where) {
+  if (name == "sdpa") return qwen::AttentionImpl::kFused;
+  if (name == "eager") return qwen::AttentionImpl::kExplicit;
+  throw RewardConfigError(where + ": attention must be \"sdpa\" or \"eager\", got \"" + name + "\"");
+}
+
 // A request turned into model inputs, or the reason it could not be.
 struct PreparedItem {
   RewardInput input;
@@ -50,6 +56,7 @@ class SkyworkVLReward : public RewardBackend {
     qwen::load_checkpoint(*model_, options.model_dir, config.text.tie_word_embeddings);
     model_->to(device_);
     model_->eval();
+    model_->model->set_attention_impl(parse_attention(options.attention, "skywork_vl"));
     head_ = load_value_head(options.value_head_path, config.text.hidden_size);
     head_->to(device_);
   }
@@ -147,6 +154,8 @@ SkyworkVLOptions SkyworkVLOptions::from_config(const nlohmann::json& config, con
   o.dtype = reader.optional<std::string>("dtype", o.dtype);
   parse_dtype(o.dtype, reader.path("dtype"));
   o.device = reader.optional<std::string>("device", o.device);
+  o.attention = reader.optional<std::string>("attention", o.attention);
+  parse_attention(o.attention, reader.path("attention"));
   o.max_batch_tokens = reader.optional<int64_t>("max_batch_tokens", o.max_batch_tokens);
   o.max_batch_size = reader.optional<int64_t>("max_batch_size", o.max_batch_size);
   o.max_padding_fraction = reader.maybe<double>("max_padding_fraction");
