@@ -56,7 +56,7 @@ class SkyworkVLReward : public RewardBackend {
     qwen::load_checkpoint(*model_, options.model_dir, config.text.tie_word_embeddings);
     model_->to(device_);
     model_->eval();
-    model_->model->set_attention_impl(parse_attention(options.attention, "skywork_vl"));
+    model_->set_attention_impl(parse_attention(options.attention, "skywork_vl"));
     head_ = load_value_head(options.value_head_path, config.text.hidden_size);
     head_->to(device_);
   }

@@ -18,7 +18,7 @@ struct SkyworkVLOptions {
   std::string value_head_path;          // default: <model_dir>/value_head.safetensors
   std::string dtype = "float32";        // or "bfloat16"
   std::string device = "cpu";           // "cpu", "cuda", "cuda:1"
-  // Text attention, named as transformers' attn_implementation: "sdpa" (scaled_dot_product_attention: flash /
+  // Attention (vision tower and decoder), named as transformers' attn_implementation: "sdpa" (scaled_dot_product_attention: flash /
   // memory-efficient kernels) or "eager" (transformers' eager op order: q k^T in the model dtype, scale, additive
   // mask, float32 softmax rounded back, probs x v). In float32 both agree to rounding; in bfloat16 only "eager"
   // rounds where transformers' eager attention does, so it reproduces an eager bf16 reference.

@@ -8,11 +8,12 @@
 //     other bf16 implementation may decide it either way).
 // The fused (sdpa) attention keeps float32 scores inside its kernel, so in bf16 it rounds differently from the
 // eager reference; on this tiny random model, whose scores amplify a rounding in the last hidden state, that moves
-// scores by as much as transformers' own bf16 vs float32 difference. Its numbers are printed, not checked.
-#include <cstdint>
+// scores by as much as transformers' own bf16 vs float32 difference, so it is checked against the float32 scores:
+// no further from them than three times transformers' own bf16 error.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -77,7 +78,7 @@ qwen::Qwen2_5_VLModel& tiny_bf16(const torch::Device& device) {
     qwen::load_checkpoint(*model, kModelDir + "/tiny", config.text.tie_word_embeddings);
     model->to(device);
     model->eval();
-    model->model->set_attention_impl(qwen::AttentionImpl::kExplicit);
+    model->set_attention_impl(qwen::AttentionImpl::kExplicit);
     it = models.emplace(device.str(), model).first;
   }
   return it->second;
@@ -213,21 +214,30 @@ TEST_P(Bf16ParityDevice, GreedyGenerationMatchesWhereTransformersBf16AndFp32Agre
   EXPECT_GT(required, 0);
 }
 
-TEST_P(Bf16ParityDevice, FusedAttentionScoresStayNearTheEagerReference) {
-  // Informational bound only (see the top of this file): sdpa in bf16 vs transformers' eager bf16.
+TEST_P(Bf16ParityDevice, FusedAttentionRoundsNoWorseThanTransformersBf16) {
+  // The fused (sdpa) path rounds differently from transformers' eager bf16 (see the top of this file), so it is held
+  // to the float32 reference instead: no further from it than three times transformers' own bf16 error on the same
+  // item (with a floor of 5 % of max(1, |score|) for items where transformers' bf16 happens to land close). A sanity
+  // bound on a model that amplifies rounding; the parity bound is the eager test above.
   const auto requests = reward_items();
   const auto& scores = expected().at("scores");
   auto backend = make(bf16_config(GetParam(), "sdpa"));
-  double worst = 0;
+  double worst_vs_eager = 0, worst_ratio = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     auto result = backend->score({requests[i]});
     ASSERT_TRUE(result.at(0).ok()) << requests[i].id << ": " << result[0].error;
-    const double want = scores[i].at("score").get<double>();
-    worst = std::max(worst, std::abs(*result[0].score - want) / std::abs(want));
-    // the sanity bound test_skywork_vl puts on bf16 vs the float32 reference, not a parity bound
-    EXPECT_NEAR(*result[0].score, want, 0.1 * std::max(1.0, std::abs(want))) << requests[i].id;
+    const double eager_bf16 = scores[i].at("score").get<double>();
+    const double fp32 = scores[i].at("fp32_score").get<double>();
+    const double allowed = std::max(3.0 * std::abs(eager_bf16 - fp32), 0.05 * std::max(1.0, std::abs(fp32)));
+    const double error = std::abs(*result[0].score - fp32);
+    worst_vs_eager = std::max(worst_vs_eager, std::abs(*result[0].score - eager_bf16) / std::abs(eager_bf16));
+    worst_ratio = std::max(worst_ratio, error / allowed);
+    EXPECT_LE(error, allowed) << requests[i].id << ": sdpa bf16 " << *result[0].score << ", transformers bf16 "
+                              << eager_bf16 << ", fp32 " << fp32;
   }
-  std::printf("  sdpa attention: worst relative error vs transformers eager bf16: %.2e\n", worst);
+  std::printf("  sdpa attention: worst relative difference from transformers eager bf16 %.2e; worst error vs fp32 "
+              "%.2f of the allowed (3x transformers' bf16 error)\n",
+              worst_vs_eager, worst_ratio);
 }
 
 TEST(Bf16Parity, AttentionConfigIsCheckedAndNamed) {

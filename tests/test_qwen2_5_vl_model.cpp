@@ -165,9 +165,9 @@ TEST(Model, FusedAttentionAgreesWithExplicitOnCpuFp32) {
   const auto& c = model->config();
   auto batch = pad_batch({image_row(c, 4, 3, 6, 2), {4, 5, 6}}, 0, PaddingSide::kLeft);
   ModelInput in{batch.input_ids, batch.attention_mask, torch::randn({16, c.vision.patch_input_size()}), {{1, 4, 4}}};
-  model->model->set_attention_impl(AttentionImpl::kExplicit);
+  model->set_attention_impl(AttentionImpl::kExplicit);
   auto explicit_logits = model->forward(in).logits;
-  model->model->set_attention_impl(AttentionImpl::kFused);
+  model->set_attention_impl(AttentionImpl::kFused);
   auto fused_logits = model->forward(in).logits;
   auto real = batch.attention_mask.eq(1);
   EXPECT_LE(relative_error(fused_logits.index({real}), explicit_logits.index({real})), 1e-5);

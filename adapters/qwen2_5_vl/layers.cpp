@@ -83,14 +83,21 @@ torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, doub
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& additive_mask, AttentionImpl impl) {
-  if (impl == AttentionImpl::kFused) {
-    if (additive_mask.defined()) return at::scaled_dot_product_attention(q, k, v, additive_mask);
-    return at::scaled_dot_product_attention(q, k, v);
-  }
+                        const torch::Tensor& additive_mask, AttentionImpl impl, bool is_causal) {
+  TORCH_CHECK(!is_causal || (!additive_mask.defined() && q.size(-2) == k.size(-2)),
+              "attention: is_causal needs q_len == kv_len and no mask");
+  if (impl == AttentionImpl::kFused)
+    return at::scaled_dot_product_attention(q, k, v, additive_mask.defined() ? std::optional(additive_mask)
+                                                                             : std::nullopt,
+                                            0.0, is_causal);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = scaled_scores(q, k, scale);
   if (additive_mask.defined()) scores.add_(additive_mask);
+  if (is_causal) {
+    const int64_t n = q.size(-2);
+    auto above = torch::ones({n, n}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+    scores.masked_fill_(above, masked_score(scores.scalar_type()));
+  }
   auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   return torch::matmul(probs, v);
 }

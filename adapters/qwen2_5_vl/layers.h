@@ -63,7 +63,8 @@ AttentionImpl default_attention_impl();
 torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale);
 
 // q [B, H, q, d], k/v [B, H, kv, d] (already repeated for GQA); additive mask [B, 1, q, kv] or undefined.
+// is_causal (only with q == kv and no mask): query i sees keys 0..i, which lets the fused path pick the flash kernel.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& additive_mask, AttentionImpl impl);
+                        const torch::Tensor& additive_mask, AttentionImpl impl, bool is_causal = false);
 
 }  // namespace vlreward::qwen

@@ -87,6 +87,11 @@ torch::Tensor Qwen2_5_VLModelImpl::decode(const torch::Tensor& next_ids, KVCache
   return lm_logits(decoded.last_hidden_state);
 }
 
+void Qwen2_5_VLModelImpl::set_attention_impl(AttentionImpl impl) {
+  model->set_attention_impl(impl);
+  visual->set_attention_impl(impl);
+}
+
 void Qwen2_5_VLModelImpl::init_weights(uint64_t seed, double std) {
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);

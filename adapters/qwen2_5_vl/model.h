@@ -59,6 +59,9 @@ class Qwen2_5_VLModelImpl : public torch::nn::Module {
 
   // Deterministic random init (normal(0, std) weights, zero biases, unit norms) for models trained from scratch.
   void init_weights(uint64_t seed, double std = 0.02);
+  // Attention of the vision tower and the decoder: kFused (scaled_dot_product_attention, the default) or kExplicit
+  // (transformers' eager op order: in bf16 it rounds where transformers' eager attention does).
+  void set_attention_impl(AttentionImpl impl);
 
   VisionTower visual{nullptr};
   TextDecoder model{nullptr};

@@ -40,7 +40,9 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const RotaryTab
     v = cache->values[layer].narrow(2, 0, end);
   }
   const int64_t n_rep = num_heads / num_kv_heads;
-  auto out = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, impl);
+  // No mask: every key is visible (causal within the prefill when there is no cached prefix).
+  const bool is_causal = !mask.defined() && (cache == nullptr || cache->length == 0) && q_len > 1;
+  auto out = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, impl, is_causal);
   return o_proj->forward(out.transpose(1, 2).reshape({B, q_len, -1}));
 }
 
@@ -106,13 +108,22 @@ DecoderOutput TextDecoderImpl::forward(const torch::Tensor& inputs_embeds, const
   const auto device = inputs_embeds.device();
   const auto dtype = inputs_embeds.scalar_type();
 
-  // Causal + padding mask, additive with finfo.min as transformers' eager path builds it.
-  auto query_pos = torch::arange(past, kv_len, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  auto key_pos = torch::arange(kv_len, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  auto allowed = key_pos.view({1, 1, 1, kv_len}).le(query_pos.view({1, 1, q_len, 1})) &
-                 key_mask.to(device).view({B, 1, 1, kv_len}).eq(1);
-  auto mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(dtype).device(device))
-                  .masked_fill(allowed.logical_not(), masked_score(dtype));
+  // No mask where none is needed, so the fused path can use its flash kernel: a prefill whose padding is only on
+  // the right (a causal query never reaches a later pad key; outputs at pad positions are never read), or a step
+  // over a cache with no padding at all. Otherwise the causal + padding mask, additive with finfo.min as
+  // transformers' eager path builds it.
+  const auto keys = key_mask.to(torch::kInt64);
+  const bool unpadded_or_right_padded = std::get<0>(keys.cummin(1)).eq(keys).all().item<bool>();
+  const bool no_padding = unpadded_or_right_padded && keys.select(1, kv_len - 1).eq(1).all().item<bool>();
+  torch::Tensor mask;
+  if (!((past == 0 && unpadded_or_right_padded) || (q_len == 1 && no_padding))) {
+    auto query_pos = torch::arange(past, kv_len, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    auto key_pos = torch::arange(kv_len, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    auto allowed = key_pos.view({1, 1, 1, kv_len}).le(query_pos.view({1, 1, q_len, 1})) &
+                   keys.to(device).view({B, 1, 1, kv_len}).eq(1);
+    mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(dtype).device(device))
+               .masked_fill(allowed.logical_not(), masked_score(dtype));
+  }
 
   const RotaryTables rope = rotary(position_ids.to(device), dtype);
   DecoderOutput out;

@@ -56,17 +56,23 @@ torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x, const torch::
   auto q = (q32 * c + rotate_half(q32) * s).to(x.scalar_type()).transpose(0, 1);  // [heads, N, hd]
   auto k = (k32 * c + rotate_half(k32) * s).to(x.scalar_type()).transpose(0, 1);
   auto v = parts[2].transpose(0, 1);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // Attention within each segment. A run of consecutive segments of one length is one batched call
+  // ([segments, heads, len, hd]): the windows of an image are mostly equal, and so are same-sized images.
   std::vector<torch::Tensor> outputs;
-  outputs.reserve(segments.size());
-  for (size_t i = 0; i + 1 < segments.size(); ++i) {
+  size_t i = 0;
+  while (i + 1 < segments.size()) {
     const int64_t start = segments[i], len = segments[i + 1] - segments[i];
-    auto qs = q.narrow(1, start, len), ks = k.narrow(1, start, len), vs = v.narrow(1, start, len);
-    auto scores = scaled_scores(qs, ks, scale);
-    auto probs = torch::softmax(scores, -1, torch::kFloat32).to(qs.scalar_type());
-    outputs.push_back(torch::matmul(probs, vs).transpose(0, 1));  // [len, heads, hd]
+    size_t end = i + 1;
+    while (end + 1 < segments.size() && segments[end + 1] - segments[end] == len) ++end;
+    const int64_t count = static_cast<int64_t>(end - i);
+    auto batch = [&](const torch::Tensor& t) {  // [heads, count * len, hd] -> [count, heads, len, hd]
+      return t.narrow(1, start, count * len).reshape({num_heads, count, len, head_dim}).transpose(0, 1);
+    };
+    auto o = attention(batch(q), batch(k), batch(v), {}, impl);  // [count, heads, len, hd]
+    outputs.push_back(o.permute({0, 2, 1, 3}).reshape({count * len, num_heads, head_dim}));
+    i = end;
   }
-  auto out = torch::cat(outputs, 0).reshape({n, -1});
+  auto out = (outputs.size() == 1 ? outputs[0] : torch::cat(outputs, 0)).reshape({n, -1});
   return proj->forward(out);
 }
 
@@ -100,6 +106,10 @@ VisionTowerImpl::VisionTowerImpl(const Qwen2_5_VLVisionConfig& c, const torch::T
   merger_fc1_ = mlp->register_module("0", Linear(merged, merged, true, options));
   merger_fc2_ = mlp->register_module("2", Linear(merged, c.out_hidden_size, true, options));
   inv_freq_ = rope_inv_freq(c.hidden_size / c.num_heads / 2, 10000.0);
+}
+
+void VisionTowerImpl::set_attention_impl(AttentionImpl impl) {
+  for (auto& block : blocks_) block->attn->impl = impl;
 }
 
 torch::Tensor VisionTowerImpl::forward(const torch::Tensor& pixel_values, const std::vector<GridTHW>& grids,

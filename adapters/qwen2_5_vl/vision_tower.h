@@ -28,6 +28,7 @@ class VisionAttentionImpl : public torch::nn::Module {
 
   Linear qkv{nullptr}, proj{nullptr};
   int64_t num_heads, head_dim;
+  AttentionImpl impl = default_attention_impl();
 };
 TORCH_MODULE(VisionAttention);
 
@@ -53,6 +54,8 @@ class VisionTowerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& pixel_values, const std::vector<GridTHW>& grids,
                         std::vector<torch::Tensor>* block_outputs = nullptr) const;
 
+  // kFused (scaled_dot_product_attention) is the default; kExplicit is the reference path.
+  void set_attention_impl(AttentionImpl impl);
   const Qwen2_5_VLVisionConfig& config() const { return config_; }
 
  private:
