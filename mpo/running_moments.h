@@ -12,7 +12,7 @@
 //   - across ranks, x̄ and its count are summed over all ranks (count += world size per call), as TRL's
 //     get_global_statistics does, through a caller-supplied all-reduce (no c10d dependency here).
 //
-// Beyond TRL 0.28 (documented choice, issue 6):
+// Beyond TRL 0.28 (a documented choice):
 //   - the state is serialisable (to_json / from_json, save / load) so a resumed run continues with the same δ;
 //     the JSON has TRL's key names ("count", "mean", "var", "std"), so TRL's running.json loads here and ours
 //     loads with TRL's RunningMoments.load_from_json;

@@ -1,4 +1,4 @@
-// Online MPO (issue 7): reward-ranked pair selection on hand-made scores, pair building through a reward backend
+// Online MPO: reward-ranked pair selection on hand-made scores, pair building through a reward backend
 // (item errors dropped, statistics, histogram, the pairs JSONL), online rounds on the tiny model (round dirs,
 // kill + resume == uninterrupted, completed rounds skipped), SFT mode (no reference, the loss falls, strict
 // lines), and config errors naming the key path. CPU, tests/fixtures/model/tiny.
