@@ -113,8 +113,10 @@ DecoderOutput TextDecoderImpl::forward(const torch::Tensor& inputs_embeds, const
   // over a cache with no padding at all. Otherwise the causal + padding mask, additive with finfo.min as
   // transformers' eager path builds it.
   const auto keys = key_mask.to(torch::kInt64);
-  const bool unpadded_or_right_padded = std::get<0>(keys.cummin(1)).eq(keys).all().item<bool>();
-  const bool no_padding = unpadded_or_right_padded && keys.select(1, kv_len - 1).eq(1).all().item<bool>();
+  // Both facts in one device-to-host read (this runs on every forward and decode step).
+  const auto facts = torch::stack({std::get<0>(keys.cummin(1)).eq(keys).all(), keys.eq(1).all()}).cpu();
+  const bool unpadded_or_right_padded = facts[0].item<bool>();
+  const bool no_padding = facts[1].item<bool>();
   torch::Tensor mask;
   if (!((past == 0 && unpadded_or_right_padded) || (q_len == 1 && no_padding))) {
     auto query_pos = torch::arange(past, kv_len, torch::TensorOptions().dtype(torch::kInt64).device(device));
