@@ -1,8 +1,13 @@
 #pragma once
-// Dynamic batching across concurrent requests: every request's samples join one bounded FIFO queue; a worker
-// thread takes batches of up to max_batch_size samples and max_batch_tokens estimated tokens, waiting at most
-// max_wait_ms for the oldest sample to get company, runs the backend, and routes each result back to its
-// request by position. One worker: backends need not be thread-safe, and one accelerator is busy anyway.
+// Dynamic batching across concurrent requests: every request's samples join a bounded queue (max_queue samples,
+// max_queue_bytes held); a worker thread takes batches of up to max_batch_size samples and max_batch_tokens
+// estimated tokens, waiting at most max_wait_ms for the oldest sample to get company, runs the backend, and routes
+// each result back to its request by position. One worker: backends need not be thread-safe, and one accelerator
+// is busy anyway.
+//
+// Fairness: batches are filled round-robin over the queued requests, one sample from each in turn (oldest request
+// first), so a large request is split across batches and a small request that arrives behind it waits for at
+// most one batch, not for all of the large one.
 //
 // A request's results are delivered once, through its callback, after all its samples are scored — unless the
 // request was claimed first by someone else (its deadline timer): then its queued samples are dropped unscored.
@@ -76,21 +81,30 @@ class Batcher {
     std::shared_ptr<BatchJob> job;
     size_t index;
     RewardRequest request;
-    int64_t tokens;
+    SampleCost cost;
+    Clock::time_point enqueued;
+  };
+  // One request's samples still queued, in order; all share the request's arrival time and deadline.
+  struct Pending {
+    std::shared_ptr<BatchJob> job;
+    std::deque<Item> items;
     Clock::time_point enqueued;
     Clock::time_point deadline;
   };
 
   void run();
   void finish_item(Item& item, SampleOutcome outcome);
+  Item pop_front_item(Pending& pending);  // keeps the queue's totals; needs mutex_
 
   RewardBackend& backend_;
   BatchingOptions options_;
   ServerMetrics* metrics_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Item> queue_;
+  std::deque<Pending> pending_;  // round-robin order: the front request gives the next sample
+  int64_t queued_samples_ = 0;
   int64_t queued_tokens_ = 0;
+  uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
   std::thread worker_;
 };

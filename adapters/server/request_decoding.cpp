@@ -203,7 +203,8 @@ RewardImage RequestDecoder::image_from_string(const std::string& text, const std
   return RewardImage::from_bytes(std::move(*bytes));  // probed (and refused) by check_sample
 }
 
-int64_t RequestDecoder::check_sample(const RewardRequest& request, const std::string& where) const {
+SampleCost RequestDecoder::check_sample(const RewardRequest& request, const std::string& where) const {
+  SampleCost cost;
   uint64_t text_bytes = request.response.size();
   if (request.system_prompt) text_bytes += request.system_prompt->size();
   if (request.reference) text_bytes += request.reference->size();
@@ -238,17 +239,38 @@ int64_t RequestDecoder::check_sample(const RewardRequest& request, const std::st
         too_large(fmt::format("{}: image of {}x{} = {} pixels exceeds the limit of {} pixels", image_where,
                               header.width, header.height, pixels, limits_.max_image_pixels));
       tokens += image_tokens(header.width, header.height);
+      cost.pixels += pixels;
+      cost.bytes += part.image.bytes.size();
     }
   }
   if (text_bytes > limits_.max_text_bytes)
     too_large(fmt::format("{}: {} bytes of text exceed the limit of {} bytes", where, text_bytes, limits_.max_text_bytes));
   if (request.turns.empty()) bad(where + ": no turns (a sample needs at least one user turn)");
-  return tokens + static_cast<int64_t>((text_bytes + 3) / 4);
+  cost.tokens = tokens + static_cast<int64_t>((text_bytes + 3) / 4);
+  cost.bytes += text_bytes;
+  return cost;
+}
+
+void RequestDecoder::check_request(const std::vector<DecodedSample>& samples, const std::string& where) const {
+  uint64_t pixels = 0;
+  uint64_t tokens = 0;
+  for (const auto& sample : samples) {
+    pixels += sample.cost.pixels;
+    tokens += static_cast<uint64_t>(sample.cost.tokens);
+  }
+  if (pixels > limits_.max_request_pixels)
+    too_large(fmt::format("{}: the images decode to {} pixels in all, over the budget of {} pixels per request "
+                          "(limits.max_request_pixels); send fewer or smaller images per request",
+                          where, pixels, limits_.max_request_pixels));
+  if (tokens > limits_.max_request_tokens)
+    too_large(fmt::format("{}: about {} tokens in all, over the budget of {} tokens per request "
+                          "(limits.max_request_tokens); split the request",
+                          where, tokens, limits_.max_request_tokens));
 }
 
 DecodedSample RequestDecoder::finish_sample(RewardRequest request, const std::string& where) const {
   DecodedSample out;
-  out.tokens = check_sample(request, where);
+  out.cost = check_sample(request, where);
   out.request = std::move(request);
   return out;
 }
@@ -396,6 +418,7 @@ std::vector<DecodedSample> RequestDecoder::decode_score_unguarded(const nlohmann
     }
     out.push_back(finish_sample(std::move(r), where));
   }
+  check_request(out, "body.samples");
   return out;
 }
 
@@ -436,6 +459,7 @@ GetRewardRequest RequestDecoder::decode_get_reward_unguarded(const nlohmann::jso
     if (!labels.empty()) parsed.request.reference = labels[i];
     out.samples.push_back(finish_sample(std::move(parsed.request), where));
   }
+  check_request(out.samples, "query");
   return out;
 }
 
@@ -470,6 +494,7 @@ ClassifyRequest RequestDecoder::decode_classify_unguarded(const nlohmann::json& 
     parsed.request.id = std::to_string(i);
     out.samples.push_back(finish_sample(std::move(parsed.request), where));
   }
+  check_request(out.samples, "input");
   return out;
 }
 
@@ -515,6 +540,7 @@ std::vector<DecodedSample> RequestDecoder::decode_proto_unguarded(const serve::S
     }
     out.push_back(finish_sample(std::move(r), where));
   }
+  check_request(out, "samples");
   return out;
 }
 

@@ -23,9 +23,16 @@ namespace serve {
 class ScoreRequest;
 }
 
+// What scoring a sample will cost, known from the request alone (image headers, text sizes) before any work.
+struct SampleCost {
+  int64_t tokens = 0;   // estimate, see above
+  uint64_t pixels = 0;  // decoded pixels of all its images (width x height from the headers)
+  uint64_t bytes = 0;   // text and encoded image bytes it holds while queued
+};
+
 struct DecodedSample {
   RewardRequest request;
-  int64_t tokens = 0;  // estimate, see above
+  SampleCost cost;
 };
 
 // A /classify body: the samples and whether the client asked for the activation (sigmoid) on the score.
@@ -79,8 +86,11 @@ class RequestDecoder {
   // refused. The result always holds bytes (paths are read here, after confinement).
   RewardImage image_from_string(const std::string& text, const std::string& where) const;
   RewardImage image_from_path(const std::string& path, const std::string& where) const;
-  // Checks limits (text, images, pixels from the header) and returns the token estimate.
-  int64_t check_sample(const RewardRequest& request, const std::string& where) const;
+  // Checks the per-sample limits (text, images, pixels from the header) and returns the sample's cost.
+  SampleCost check_sample(const RewardRequest& request, const std::string& where) const;
+  // Checks the per-request budgets (limits.max_request_pixels, limits.max_request_tokens) over all samples, so
+  // that one request within every per-sample limit still cannot hold the scoring worker for long.
+  void check_request(const std::vector<DecodedSample>& samples, const std::string& where) const;
 
  private:
   std::vector<DecodedSample> decode_score_unguarded(const nlohmann::json& body, int64_t* deadline_ms) const;

@@ -54,6 +54,8 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
     x.max_image_pixels = l.optional<uint64_t>("max_image_pixels", x.max_image_pixels);
     x.max_image_bytes = l.optional<uint64_t>("max_image_bytes", x.max_image_bytes);
     x.max_text_bytes = l.optional<uint64_t>("max_text_bytes", x.max_text_bytes);
+    x.max_request_pixels = l.optional<uint64_t>("max_request_pixels", x.max_request_pixels);
+    x.max_request_tokens = l.optional<uint64_t>("max_request_tokens", x.max_request_tokens);
     l.finish();
   }
   if (const auto* batching = r.child("batching")) {
@@ -64,6 +66,7 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
     x.max_batch_tokens = b.optional<int64_t>("max_batch_tokens", x.max_batch_tokens);
     x.max_wait_ms = b.optional<int64_t>("max_wait_ms", x.max_wait_ms);
     x.max_queue = b.optional<int64_t>("max_queue", x.max_queue);
+    x.max_queue_bytes = b.optional<uint64_t>("max_queue_bytes", x.max_queue_bytes);
     b.finish();
   }
   r.finish();
@@ -97,10 +100,13 @@ void validate_server_config(const ServerConfig& c) {
   require(c.limits.max_image_pixels > 0, "limits.max_image_pixels", "must be positive");
   require(c.limits.max_image_bytes > 0, "limits.max_image_bytes", "must be positive");
   require(c.limits.max_text_bytes > 0, "limits.max_text_bytes", "must be positive");
+  require(c.limits.max_request_pixels > 0, "limits.max_request_pixels", "must be positive");
+  require(c.limits.max_request_tokens > 0, "limits.max_request_tokens", "must be positive");
   require(c.batching.max_batch_size > 0, "batching.max_batch_size", "must be positive");
   require(c.batching.max_batch_tokens > 0, "batching.max_batch_tokens", "must be positive");
   require(c.batching.max_wait_ms >= 0, "batching.max_wait_ms", "must not be negative");
   require(c.batching.max_queue > 0, "batching.max_queue", "must be positive");
+  require(c.batching.max_queue_bytes > 0, "batching.max_queue_bytes", "must be positive");
 }
 
 }  // namespace vlreward

@@ -18,6 +18,10 @@ struct ServerLimits {
   uint64_t max_image_pixels = 16ull << 20;    // width*height from the image header, before decoding
   uint64_t max_image_bytes = 32ull << 20;     // one encoded image (inline or file)
   uint64_t max_text_bytes = 1ull << 20;       // all text of one sample (turns + response + system + reference)
+  // Budgets over one request's samples, so one request within every per-sample limit cannot monopolise the
+  // scoring worker: decoded pixels of all its images (16 images at the per-image limit) and estimated tokens.
+  uint64_t max_request_pixels = 256ull << 20;
+  uint64_t max_request_tokens = 1ull << 20;
 };
 
 struct BatchingOptions {
@@ -25,6 +29,7 @@ struct BatchingOptions {
   int64_t max_batch_tokens = 65536;  // estimated tokens per backend call (a bigger single sample runs alone)
   int64_t max_wait_ms = 5;           // how long the oldest queued sample waits for company
   int64_t max_queue = 1024;          // queued samples; beyond it requests are refused (503 + Retry-After)
+  uint64_t max_queue_bytes = 1ull << 30;  // text + encoded image bytes held by queued samples; beyond: refused too
 };
 
 struct ServerConfig {
