@@ -24,7 +24,8 @@ hits both alike; the side order rotates every round). Three measurements:
 Each number is the median of --repeat timed rounds after --warmup untimed ones. transformers runs under
 torch.inference_mode() with torch.set_num_threads(N), once with attn_implementation="eager" and once with "sdpa";
 the C++ binary gets at::set_num_threads(N) (and OMP/OPENBLAS_NUM_THREADS=N, since Debian's LibTorch calls
-OpenBLAS). The greedy tokens of every side and measurement must be equal, token for token.
+OpenBLAS). The greedy tokens of every side and measurement must be equal, token for token. Achieved GFLOP/s:
+bench/flops.py's matmul FLOPs of each measurement (see measure_flops) per second.
 """
 import argparse
 import copy
@@ -44,6 +45,9 @@ from safetensors.torch import save_file
 
 import transformers
 from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import flops  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "fixtures" / "model" / "tiny"
@@ -204,6 +208,16 @@ class CppSide:
 MEASURES = ("prefill", "decode", "generate")
 
 
+def measure_flops(what: str, config, batch: int, prompt: int, new_tokens: int, grid) -> float:
+    """bench/flops.py's matmul FLOPs of one measurement: prefill = the image + the prompt + lm_head at the last
+    position; decode = new_tokens - 1 cached steps with lm_head; generate = both."""
+    patches = grid[0] * grid[1] * grid[2]
+    prefill = flops.prefill_flops(config, prompt) + flops.vision_flops(config, patches) + flops.lm_head_flops(config, 1)
+    steps = range(prompt, prompt + new_tokens - 1)
+    decode = sum(flops.decode_step_flops(config, ctx + 1) + flops.lm_head_flops(config, 1) for ctx in steps)
+    return batch * {"prefill": prefill, "decode": decode, "generate": prefill + decode}[what]
+
+
 def tokens_per_s(what: str, times, batch: int, prompt: int, new_tokens: int) -> float:
     count = {"prefill": prompt, "decode": new_tokens - 1, "generate": new_tokens}[what]
     return batch * count / statistics.median(times)
@@ -298,19 +312,25 @@ def main() -> None:
                         f"{[round(t * 1e3, 1) for t in cpu_times[side][what]]}" for what in MEASURES))
                 tps = {side: {what: tokens_per_s(what, times[side][what], batch, args.prompt_tokens, args.new_tokens)
                               for what in MEASURES} for side in sides}
-                rows.append((name, batch, tps))
+                rate = {side: {what: flops.gflops(measure_flops(what, config, batch, args.prompt_tokens,
+                                                                args.new_tokens, grid),
+                                                  statistics.median(times[side][what]))
+                               for what in MEASURES} for side in sides}
+                rows.append((name, batch, tps, rate))
                 raw[f"{name}_b{batch}"] = {"wall_s": times, "cpu_s": cpu_times}
             cpp.close()
 
     print(f"\nthreads {args.threads}; prompt {args.prompt_tokens} tokens (image grid {args.grid}); "
           f"{args.new_tokens} new tokens; median of {args.repeat} after {args.warmup} warm-up; "
           f"load average at end {load_average()}\n")
-    print("| config | batch | measure | C++ tok/s | HF eager tok/s | HF sdpa tok/s | C++/eager | C++/sdpa |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, batch, tps in rows:
+    print("| config | batch | measure | C++ tok/s | HF eager tok/s | HF sdpa tok/s | C++/eager | C++/sdpa | "
+          "GFLOP/s C++ / sdpa |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, batch, tps, rate in rows:
         for what in MEASURES:
             c, e, s = tps["C++"][what], tps["HF eager"][what], tps["HF sdpa"][what]
-            print(f"| {name} | {batch} | {what} | {c:.0f} | {e:.0f} | {s:.0f} | {c / e:.2f}x | {c / s:.2f}x |")
+            print(f"| {name} | {batch} | {what} | {c:.0f} | {e:.0f} | {s:.0f} | {c / e:.2f}x | {c / s:.2f}x | "
+                  f"{rate['C++'][what]:.1f} / {rate['HF sdpa'][what]:.1f} |")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
 

@@ -17,7 +17,8 @@ Each side runs --steps optimizer steps on that batch; a step is forward (policy)
 backward + clip + optimizer step (TRL: on_step_begin -> on_step_end; data collation and tokenization excluded on
 both sides). Reported: the median step time after the first (warm-up) step, wall clock and process CPU time, and
 the peak resident set of each process (VmHWM), plus the resident set once both models are loaded.
-The two sides' first-step losses must agree (same weights, same batch).
+The two sides' first-step losses must agree (same weights, same batch). Achieved GFLOP/s: step_flops() per
+median step time.
 """
 import argparse
 import json
@@ -136,6 +137,27 @@ def run(cmd, env=None) -> dict:
     return res
 
 
+def step_flops(checkpoint: pathlib.Path, tokens: int, rows: int) -> float:
+    """bench/flops.py's matmul FLOPs of one optimizer step: the policy's forward + backward (3 forwards) and the
+    reference's forward, each over every pair's chosen and rejected row (vision tower per image, decoder over the
+    real tokens with lm_head at every position; causal attention reckoned at the rows' mean length)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(FIXTURES))
+    import flops
+    import gen_model
+    from PIL import Image
+    from transformers import Qwen2_5_VLConfig
+    config = Qwen2_5_VLConfig.from_pretrained(checkpoint)
+    processor = gen_model._load_processor(checkpoint)
+    vision = 0.0
+    for line in PAIRS.read_text().splitlines():
+        for name in json.loads(line).get("images", []):
+            grid = processor.image_processor(images=[Image.open(PAIRS.parent / name)], return_tensors="pt")["image_grid_thw"]
+            vision += 2 * flops.vision_flops(config, int(grid.prod()))  # the chosen and the rejected row
+    decoder = 2.0 * flops.decoder_linear_params(config) * tokens + rows * flops.causal_attention_flops(config, round(tokens / rows))
+    return 4 * (vision + decoder + flops.lm_head_flops(config, tokens))
+
+
 def load_average() -> str:
     try:
         return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
@@ -178,6 +200,9 @@ def main() -> None:
                 raise SystemExit(f"{name}: first-step losses differ: C++ {cpp['losses'][0]} TRL {ref['losses'][0]}")
             med = {side: {k: statistics.median(r[k][1:]) for k in ("step_s", "step_cpu_s")}
                    for side, r in (("C++", cpp), ("TRL", ref))}
+            work = step_flops(checkpoint, cpp["tokens"], 8)
+            for side in med:
+                med[side]["gflops"] = work / med[side]["step_s"] / 1e9
             print(f"\n{name}: {cpp['params'] / 1e6:.2f}M params, batch 4 pairs = 8 rows x {cpp['seq_len']} tokens "
                   f"({cpp['tokens']} real), {cpp['patches']} image patches; TRL attention {ref['attn']}, {ref['optim']}; "
                   f"first-step loss C++ {cpp['losses'][0]:.6f} TRL {ref['losses'][0]:.6f}; load average {load_average()}")
@@ -188,8 +213,8 @@ def main() -> None:
             table.append((name, cpp["params"], med, cpp, ref))
 
     print("\n| config | params | C++ step ms (cpu) | TRL step ms (cpu) | time C++/TRL (cpu) | C++ peak RSS MiB | "
-          "TRL peak RSS MiB | RSS C++/TRL | C++/TRL RSS above loaded |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "TRL peak RSS MiB | RSS C++/TRL | C++/TRL RSS above loaded | GFLOP/s C++ / TRL |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, params, med, cpp, ref in table:
         c, t = med["C++"], med["TRL"]
         grow_c = cpp["peak_rss_mib"] - cpp["rss_after_load_mib"]
@@ -197,7 +222,8 @@ def main() -> None:
         print(f"| {name} | {params / 1e6:.2f}M | {c['step_s'] * 1e3:.1f} ({c['step_cpu_s'] * 1e3:.1f}) | "
               f"{t['step_s'] * 1e3:.1f} ({t['step_cpu_s'] * 1e3:.1f}) | {c['step_s'] / t['step_s']:.2f}x "
               f"({c['step_cpu_s'] / t['step_cpu_s']:.2f}x) | {cpp['peak_rss_mib']:.0f} | {ref['peak_rss_mib']:.0f} | "
-              f"{cpp['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x | {grow_c:.0f} / {grow_t:.0f} MiB |")
+              f"{cpp['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x | {grow_c:.0f} / {grow_t:.0f} MiB | "
+              f"{c['gflops']:.1f} / {t['gflops']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ process. Each number is the median of --repeat timed passes after --warmup untim
 pass and the order rotates each round, so background load on the shared machine hits all of them alike. Process
 CPU times are reported too. The C++ scores must agree with both reference sides: |cpp - ref| <= --tolerance x
 max(|ref|, rms(ref scores)) for every item (the rms floor keeps a score that happens to be near 0 from making the
-relative error meaningless).
+relative error meaningless). Achieved GFLOP/s: bench/flops.py's matmul FLOPs of every item (vision tower +
+decoder over its real tokens; padding not counted) per second of a pass.
 """
 import argparse
 import json
@@ -55,6 +56,7 @@ import transformers
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_model import CONFIGS, ROOT, SEED, TINY, build_model, load_average  # noqa: E402
 from cpp_side import CppSide  # noqa: E402
+from flops import gflops, scoring_flops  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 import gen_model  # noqa: E402  (the image-only Qwen2_5_VLProcessor workaround, the deterministic test images)
@@ -198,12 +200,16 @@ def main() -> None:
             params = sum(p.numel() for p in backbones["eager"].parameters())
             models = {attn: reward_model(b, checkpoint / "value_head.safetensors") for attn, b in backbones.items()}
             processor = gen_model._load_processor(checkpoint)
-            tokens = [int(processor(text=[t], images=im or None, return_tensors="pt")["input_ids"].shape[1])
-                      for t, im in _texts_and_images(processor, items)]
+            tokens, flops = [], 0.0
+            for text, images in _texts_and_images(processor, items):
+                inputs = processor(text=[text], images=images or None, return_tensors="pt")
+                tokens.append(int(inputs["input_ids"].shape[1]))
+                patches = [int(g.prod()) for g in inputs["image_grid_thw"]] if images else []
+                flops += scoring_flops(config, tokens[-1], patches)
             for batch in (int(b) for b in args.batches.split(",")):
                 label = f"{name} ({params / 1e6:.2f}M params) batch {batch}"
                 print(f"\n{label}: {args.items} items, {sum(tokens)} tokens in all ({min(tokens)}..{max(tokens)} "
-                      f"per item); load average {load_average()}", flush=True)
+                      f"per item), {flops / 1e9:.1f} GFLOP per pass; load average {load_average()}", flush=True)
                 cpp_config = {"type": "skywork_vl", "model": str(checkpoint), "dtype": "float32",
                               "max_batch_size": batch, "max_batch_tokens": 1 << 30}
                 sides = {side: CppSide(args.binary, dict(cpp_config, **overrides), items, batch, args.threads)
@@ -242,20 +248,21 @@ def main() -> None:
                           f"{[round(t * 1e3, 1) for t in cpu_times[side]]}")
                 ips = {side: args.items / statistics.median(times[side]) for side in sides}
                 cpu = {side: statistics.median(cpu_times[side]) for side in sides}
-                rows.append((name, batch, ips, cpu))
+                rows.append((name, batch, ips, cpu, {side: gflops(flops, statistics.median(times[side])) for side in sides}))
                 raw[f"{name}_b{batch}"] = {"wall_s": times, "cpu_s": cpu_times, "scores": scores}
 
     print(f"\nthreads {args.threads}; {args.items} items; median of {args.repeat} after {args.warmup} warm-up; "
           f"load average at end {load_average()}\n")
     print("| config | batch | C++ side | C++ items/s | HF eager items/s | HF sdpa items/s | C++/eager | C++/sdpa | "
-          "CPU s C++ / eager / sdpa |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, batch, ips, cpu in rows:
+          "CPU s C++ / eager / sdpa | GFLOP/s C++ / sdpa |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, batch, ips, cpu, rate in rows:
         e, s = ips["HF eager"], ips["HF sdpa"]
         for side in variants:
             c = ips[side]
             print(f"| {name} | {batch} | {side} | {c:.1f} | {e:.1f} | {s:.1f} | {c / e:.2f}x | {c / s:.2f}x | "
-                  f"{cpu[side]:.2f} / {cpu['HF eager']:.2f} / {cpu['HF sdpa']:.2f} |")
+                  f"{cpu[side]:.2f} / {cpu['HF eager']:.2f} / {cpu['HF sdpa']:.2f} | "
+                  f"{rate[side]:.1f} / {rate['HF sdpa']:.1f} |")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
 

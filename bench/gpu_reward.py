@@ -4,6 +4,10 @@ bf16 on the same device, the same checkpoint and the same files, in one run.
 
     python3 bench/gpu_reward.py --binary build-gpu/bench/bench_reward --out OUT_DIR            # GPU, 7B dims
     python3 bench/gpu_reward.py --binary build/bench/bench_reward --dims small --device cpu   # plumbing check
+    python3 bench/gpu_reward.py --binary build/bench/bench_reward --device cpu --threads 2 --items 8 --batches 8 \
+        --tokens 384 --warmup 0 --repeat 1 --sequential --reward-score build/reward/reward-score --out OUT_DIR
+                                                 # 7B at real size on a CPU host (~17 GB of disk and of RAM);
+                                                 # add --cli-only --items 1 where bf16 GEMMs are slow
 
 The checkpoint: Qwen2.5-VL-7B-Instruct's exact config.json (tests/fixtures/config/hub_7b.json; --dims small
 shrinks the widths and depths, keeping the vocabulary), random bf16 weights, saved by save_pretrained in shards
@@ -18,9 +22,8 @@ whose length brings the templated item to about --tokens tokens. One pass scores
   * C++: bench_reward --serve with the skywork_vl backend, max_batch_size = --batch.
 Each side's number is the median of --repeat passes after --warmup; the sides alternate pass by pass.
 
-FLOPs per item (for achieved FLOP/s and MFU): 2 x (decoder linear params) x text tokens + causal attention
-2 x S^2 x hidden per layer, plus 2 x (vision linear params) x patches + attention within each window / full segment
-(4 x n x L^2 x width per block). MFU is against --peak-tflops (H200 dense bf16: 989).
+FLOPs per item (for achieved FLOP/s and MFU): bench/flops.py's scoring_flops (the matmuls of the vision tower and
+the decoder). MFU is against --peak-tflops (H200 dense bf16: 989).
 Writes OUT_DIR/gpu_reward.md (a markdown table) and OUT_DIR/gpu_reward.json.
 """
 import argparse
@@ -45,6 +48,7 @@ import transformers
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from cpp_side import CppSide  # noqa: E402
+from flops import scoring_flops  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TOKENIZER_FILES = ("added_tokens.json", "chat_template.jinja", "merges.txt", "special_tokens_map.json",
@@ -180,22 +184,38 @@ def max_rss_self() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def flops_per_item(config: dict, text_tokens: int, patches: int) -> float:
-    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
-    head_dim = h // heads
-    decoder_linear = layers * (h * h * 2 + 2 * h * kv * head_dim + 3 * h * inter)
-    seq = text_tokens
-    decoder = 2 * decoder_linear * seq + layers * 2 * seq * seq * h
-    v = config["vision_config"]
-    vh, vinter, depth = v["hidden_size"], v["intermediate_size"], v["depth"]
-    vision_linear = depth * (4 * vh * vh + 3 * vh * vinter)
-    merger = (vh * 4) * (vh * 4) + (vh * 4) * v["out_hidden_size"]
-    window_patches = (v["window_size"] // v["patch_size"]) ** 2
-    full = len(v["fullatt_block_indexes"])
-    attention = (depth - full) * 4 * patches * min(window_patches, patches) * vh + full * 4 * patches * patches * vh
-    vision = 2 * vision_linear * patches + 2 * merger * (patches // 4) + attention
-    return float(decoder + vision)
+def run_reward_score(binary: pathlib.Path, work: pathlib.Path, device: str, batch: int, threads: int,
+                     reference: list) -> dict:
+    """reward-score as a user runs it, on the benchmark's checkpoint and items. Its peak RSS is read from
+    /proc/PID/status (VmHWM, the high-water mark of its own address space) while it runs: a child's ru_maxrss
+    would include this Python process's pages, copied at fork."""
+    import os
+    import subprocess
+    out = work / "reward_score.jsonl"
+    cmd = [str(binary), "--model", str(work / "ckpt"), "--dtype", "bfloat16", "--device", device,
+           "--batch-size", str(batch), "--input", str(work / "data" / "items.jsonl"), "--output", str(out),
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in open(f"/proc/{proc.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"reward-score exited with {proc.returncode}: {' '.join(cmd)}")
+    by_id = {r["id"]: r["score"] for r in map(json.loads, open(out))}
+    scores = [by_id[json.loads(line)["id"]] for line in open(work / "data" / "items.jsonl")]
+    a, b = np.array(scores), np.array(reference)
+    diff = float(np.max(np.abs(a - b)) / max(float(np.sqrt(np.mean(b * b))), 1e-12))
+    return {"side": "reward-score", "s": wall, "peak_rss_gib": peak / 2**30,
+            "score_max_rel_diff": diff}
 
 
 def main() -> None:
@@ -215,6 +235,12 @@ def main() -> None:
     ap.add_argument("--shard-size", default="4GB")
     ap.add_argument("--workdir", type=pathlib.Path, help="where the checkpoint goes (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--reward-score", type=pathlib.Path, metavar="BINARY",
+                    help="also run the reward-score CLI once over the items (load + score in one process) and report "
+                         "its wall time and peak RSS against the weights' size")
+    ap.add_argument("--cli-only", action="store_true",
+                    help="with --reward-score: skip the bench_reward server side (transformers and the CLI only; "
+                         "for hosts where one 7B pass takes many minutes)")
     ap.add_argument("--sequential", action="store_true",
                     help="load one side at a time (host RAM for one model only); default: both, passes alternating")
     args = ap.parse_args()
@@ -232,7 +258,7 @@ def main() -> None:
         counts = write_items(work / "data", processor, args.items, args.image_side, args.tokens, args.seed)
         merged = (args.image_side // 28) ** 2
         patches = merged * 4
-        flops = sum(flops_per_item(config, c, patches) for c in counts)
+        flops = sum(scoring_flops(config, c, [patches]) for c in counts)
         tokens = sum(counts)
         print(f"items: {args.items}, {tokens} tokens ({min(counts)}..{max(counts)} each, {merged} image tokens)",
               flush=True)
@@ -243,6 +269,8 @@ def main() -> None:
             config = dict(cpp_config, max_batch_size=batch, max_batch_tokens=batch * (max(counts) + 64))
             factories = {"transformers": lambda: Reference(work / "ckpt", args.device, items, batch),
                          "vlreward": lambda: CppSide(args.binary, config, items, batch, args.threads)}
+            if args.cli_only:
+                del factories["vlreward"]
             times, scores, load, peak = {n: [] for n in factories}, {}, {}, {}
 
             def run(name, side, i):
@@ -281,17 +309,30 @@ def main() -> None:
                     close(name, side)
                 del sides
                 gc.collect()
-            a, b = np.array(scores["vlreward"]), np.array(scores["transformers"])
-            agreement = float(np.max(np.abs(a - b)) / max(float(np.sqrt(np.mean(b * b))), 1e-12))
-            for name in ("transformers", "vlreward"):
+            b = np.array(scores["transformers"])
+            agreement = float("nan")
+            if "vlreward" in scores:
+                a = np.array(scores["vlreward"])
+                agreement = float(np.max(np.abs(a - b)) / max(float(np.sqrt(np.mean(b * b))), 1e-12))
+            for name in factories:
                 s = statistics.median(times[name])
                 rows.append({"batch": batch, "side": name, "s": s, "items_per_s": args.items / s,
                              "tokens_per_s": tokens / s, "tflops": flops / s / 1e12,
                              "mfu": flops / s / 1e12 / args.peak_tflops, "load_s": load[name],
                              "peak_rss_gib": peak[name] / 2**30, "weights_gib": weights / 2**30,
                              "score_max_rel_diff": agreement})
-            rows[-1]["speedup"] = statistics.median(times["transformers"]) / statistics.median(times["vlreward"])
-            print(json.dumps(rows[-2:]), flush=True)
+            if "vlreward" in times:
+                rows[-1]["speedup"] = statistics.median(times["transformers"]) / statistics.median(times["vlreward"])
+            print(json.dumps(rows[-len(factories):]), flush=True)
+        if args.reward_score:
+            cli = run_reward_score(args.reward_score, work, args.device, max(int(b) for b in args.batches.split(",")),
+                                   args.threads, scores["transformers"])
+            # End to end against end to end: the CLI's wall time holds its load, so transformers' load is added.
+            reference_s = load["transformers"] + statistics.median(times["transformers"])
+            cli.update(weights_gib=weights / 2**30, rss_over_weights=cli["peak_rss_gib"] * 2**30 / weights,
+                       items_per_s=args.items / cli["s"], transformers_load_and_score_s=reference_s,
+                       speedup_end_to_end=reference_s / cli["s"])
+            print(json.dumps(cli), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -306,8 +347,14 @@ def main() -> None:
     for r in rows:
         ratio = f"{r['speedup']:.2f}x" if "speedup" in r else ""
         lines.append(f"| {r['batch']} | {r['side']} | {r['items_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {ratio} | {r['load_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+                     f"{r['tflops']:.3g} | {100 * r['mfu']:.1f}% | {ratio} | {r['load_s']:.1f} | {r['peak_rss_gib']:.2f} | "
                      f"{r['score_max_rel_diff']:.2e} |")
+    if args.reward_score:
+        lines += ["", f"`reward-score` CLI, one process (load + score {args.items} items): {cli['s']:.1f} s wall, "
+                  f"{cli['items_per_s']:.3f} items/s including the load, peak RSS {cli['peak_rss_gib']:.2f} GiB = "
+                  f"{cli['rss_over_weights']:.3f}x the weights; transformers load + score "
+                  f"{cli['transformers_load_and_score_s']:.1f} s, so {cli['speedup_end_to_end']:.2f}x end to end; "
+                  f"scores max rel diff vs transformers {cli['score_max_rel_diff']:.2e}."]
     (args.out / "gpu_reward.md").write_text("\n".join(lines) + "\n")
     (args.out / "gpu_reward.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
