@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/config_file.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 
@@ -305,4 +306,23 @@ TEST(Qwen2_5_VLConfig, BadFlatAndV5ConfigsNameTheKeyPath) {
       EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
     }
   }
+}
+
+// YAML configs are Unicode text: ill-formed UTF-8 is refused when the file is read, naming the file and the line,
+// instead of passing through into strings that later fail far from the file (found by fuzz_yaml_config).
+TEST(ConfigFile, IllFormedUtf8InYamlIsAnInputErrorNamingTheLine) {
+  const auto path = std::filesystem::temp_directory_path() / ("vlreward_config_utf8_" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(path) << "train:\n  lr: 1e-5\nmodel:\n  path: \"caf\xA0\"\n";
+  try {
+    vlreward::load_config_file(path.string());
+    ADD_FAILURE() << "ill-formed UTF-8 was accepted";
+  } catch (const vlreward::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("ill-formed UTF-8 at byte 37 (line 4)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path.filename().string()), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+  nlohmann::json config = nlohmann::json::object();
+  EXPECT_THROW(vlreward::apply_override(config, "model.path=caf\xA0"), vlreward::InputError);
+  vlreward::apply_override(config, "model.path=café");
+  EXPECT_EQ(config["model"]["path"], "café");
 }

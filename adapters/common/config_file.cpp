@@ -1,10 +1,13 @@
 #include "adapters/common/config_file.h"
 
+#include <algorithm>
+
 #include <yaml-cpp/yaml.h>
 
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
+#include "adapters/hf/byte_level.h"
 
 namespace vlreward {
 namespace {
@@ -47,6 +50,15 @@ nlohmann::json yaml_to_json(const YAML::Node& node) {
   }
 }
 
+// YAML text is Unicode (as PyYAML reads it); yaml-cpp passes ill-formed bytes through into strings, where they would
+// surface later as a JSON type error far from the file. Refuse them up front, naming the line.
+void require_utf8(const std::string& text, const std::string& source) {
+  const size_t bad = find_invalid_utf8(text);
+  if (bad == text.size()) return;
+  const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
+  throw_input_error(source, "invalid YAML: ill-formed UTF-8 at byte {} (line {})", bad, line);
+}
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -58,6 +70,7 @@ nlohmann::json load_config_file(const std::string& path) {
   if (ends_with(path, ".json")) {
     return parse_json_text(text, path, "invalid JSON");
   }
+  require_utf8(text, path);
   try {
     return yaml_to_json(YAML::Load(text));
   } catch (const YAML::Exception& e) {
@@ -70,6 +83,7 @@ void apply_override(nlohmann::json& config, const std::string& assignment) {
   if (eq == std::string::npos || eq == 0) throw_input_error(assignment, "override must look like key.path=value");
   const std::string key = assignment.substr(0, eq);
   nlohmann::json value;
+  require_utf8(assignment, "override");
   try {
     value = yaml_to_json(YAML::Load(assignment.substr(eq + 1)));
   } catch (const YAML::Exception& e) {
