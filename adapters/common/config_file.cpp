@@ -12,8 +12,16 @@
 namespace vlreward {
 namespace {
 
-nlohmann::json scalar_to_json(const YAML::Node& node) {
-  const std::string& text = node.Scalar();
+// yaml-cpp can still produce ill-formed bytes from well-formed text (escapes, NUL handling): every string that
+// reaches the JSON tree is checked, so the tree always holds valid UTF-8.
+const std::string& checked_utf8(const std::string& text, const std::string& source) {
+  const size_t bad = find_invalid_utf8(text);
+  if (bad != text.size()) throw_input_error(source, "invalid YAML: a key or value holds ill-formed UTF-8 (byte {} of it)", bad);
+  return text;
+}
+
+nlohmann::json scalar_to_json(const YAML::Node& node, const std::string& source) {
+  const std::string& text = checked_utf8(node.Scalar(), source);
   if (node.Tag() == "!") return text;  // quoted in the file: always a string
   if (text == "null" || text == "~" || text.empty()) return nullptr;
   if (text == "true" || text == "True") return true;
@@ -33,19 +41,19 @@ nlohmann::json scalar_to_json(const YAML::Node& node) {
   return text;
 }
 
-nlohmann::json yaml_to_json(const YAML::Node& node) {
+nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& item : node) out[item.first.as<std::string>()] = yaml_to_json(item.second);
+      for (const auto& item : node) out[checked_utf8(item.first.as<std::string>(), source)] = yaml_to_json(item.second, source);
       return out;
     }
     case YAML::NodeType::Sequence: {
       nlohmann::json out = nlohmann::json::array();
-      for (const auto& item : node) out.push_back(yaml_to_json(item));
+      for (const auto& item : node) out.push_back(yaml_to_json(item, source));
       return out;
     }
-    case YAML::NodeType::Scalar: return scalar_to_json(node);
+    case YAML::NodeType::Scalar: return scalar_to_json(node, source);
     default: return nullptr;
   }
 }
@@ -72,7 +80,7 @@ nlohmann::json load_config_file(const std::string& path) {
   }
   require_utf8(text, path);
   try {
-    return yaml_to_json(YAML::Load(text));
+    return yaml_to_json(YAML::Load(text), path);
   } catch (const YAML::Exception& e) {
     throw_input_error(path, "invalid YAML at line {}, column {}: {}", e.mark.line + 1, e.mark.column + 1, e.msg);
   }
@@ -85,7 +93,7 @@ void apply_override(nlohmann::json& config, const std::string& assignment) {
   nlohmann::json value;
   require_utf8(assignment, "override");
   try {
-    value = yaml_to_json(YAML::Load(assignment.substr(eq + 1)));
+    value = yaml_to_json(YAML::Load(assignment.substr(eq + 1)), "override");
   } catch (const YAML::Exception& e) {
     throw_input_error(assignment, "cannot parse the value: {}", e.msg);
   }
