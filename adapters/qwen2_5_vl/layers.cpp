@@ -82,14 +82,30 @@ torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, doub
   return at::bmm(q3, k3.transpose(1, 2)).mul_(scale).view(out_sizes);
 }
 
+namespace {
+
+// [B, kv_heads, S, d] -> [B, kv_heads * n_rep, S, d], as transformers' repeat_kv.
+torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep) {
+  const auto B = x.size(0), H = x.size(1), S = x.size(2), D = x.size(3);
+  return x.unsqueeze(2).expand({B, H, n_rep, S, D}).reshape({B, H * n_rep, S, D});
+}
+
+}  // namespace
+
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& additive_mask, AttentionImpl impl, bool is_causal) {
   TORCH_CHECK(!is_causal || (!additive_mask.defined() && q.size(-2) == k.size(-2)),
               "attention: is_causal needs q_len == kv_len and no mask");
-  if (impl == AttentionImpl::kFused)
+  const int64_t n_rep = q.size(1) / k.size(1);
+  TORCH_CHECK(n_rep >= 1 && q.size(1) == n_rep * k.size(1) && v.size(1) == k.size(1),
+              "attention: query heads must be a multiple of the key/value heads");
+  // The CPU flash kernel takes grouped K/V directly; CUDA's memory-efficient kernel (the one masked batches need)
+  // does not, so there the heads are expanded as before.
+  if (impl == AttentionImpl::kFused && (n_rep == 1 || q.device().is_cpu()))
     return at::scaled_dot_product_attention(q, k, v, additive_mask.defined() ? std::optional(additive_mask)
                                                                              : std::nullopt,
-                                            0.0, is_causal);
+                                            0.0, is_causal, std::nullopt, /*enable_gqa=*/n_rep > 1);
+  if (n_rep > 1) return attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), additive_mask, impl, is_causal);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = scaled_scores(q, k, scale);
   if (additive_mask.defined()) scores.add_(additive_mask);

@@ -62,8 +62,11 @@ AttentionImpl default_attention_impl();
 // BLAS product itself (one pass less over the scores than multiplying afterwards).
 torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k, double scale);
 
-// q [B, H, q, d], k/v [B, H, kv, d] (already repeated for GQA); additive mask [B, 1, q, kv] or undefined.
+// q [B, H, q, d], k/v [B, H_kv, kv, d] with H a multiple of H_kv (grouped-query attention: query head h reads kv
+// head h / (H / H_kv), as transformers' repeat_kv); additive mask [B, 1, q, kv] or undefined.
 // is_causal (only with q == kv and no mask): query i sees keys 0..i, which lets the fused path pick the flash kernel.
+// Grouped K/V reach the fused CPU kernel as they are (no [B, H, kv, d] copy of the cache per call); elsewhere they
+// are expanded first.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& additive_mask, AttentionImpl impl, bool is_causal = false);
 

@@ -5,16 +5,6 @@
 #include "adapters/common/error.h"
 
 namespace vlreward::qwen {
-namespace {
-
-// [B, kv_heads, S, d] -> [B, kv_heads * n_rep, S, d], as transformers' repeat_kv.
-torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep) {
-  if (n_rep == 1) return x;
-  const auto B = x.size(0), H = x.size(1), S = x.size(2), D = x.size(3);
-  return x.unsqueeze(2).expand({B, H, n_rep, S, D}).reshape({B, H * n_rep, S, D});
-}
-
-}  // namespace
 
 TextAttentionImpl::TextAttentionImpl(const Qwen2_5_VLTextConfig& c, const torch::TensorOptions& options)
     : num_heads(c.num_attention_heads), num_kv_heads(c.num_key_value_heads), head_dim(c.hidden_size / c.num_attention_heads) {
@@ -39,10 +29,9 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const RotaryTab
     k = cache->keys[layer].narrow(2, 0, end);
     v = cache->values[layer].narrow(2, 0, end);
   }
-  const int64_t n_rep = num_heads / num_kv_heads;
   // No mask: every key is visible (causal within the prefill when there is no cached prefix).
   const bool is_causal = !mask.defined() && (cache == nullptr || cache->length == 0) && q_len > 1;
-  auto out = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, impl, is_causal);
+  auto out = attention(q, k, v, mask, impl, is_causal);  // grouped K/V: attention() handles the heads
   return o_proj->forward(out.transpose(1, 2).reshape({B, q_len, -1}));
 }
 
