@@ -994,7 +994,8 @@ struct HostileServer {
   void expect_normal_http_works(const std::string& after) {
     HttpClient client(server->http(), kToken);
     auto reply = client.post("/v1/score", json{{"samples", {score_sample("n", "normal")}}});
-    EXPECT_EQ(reply.status, 200) << "normal request after " << after << ": " << reply.body;
+    ASSERT_EQ(reply.status, 200) << "normal request after " << after << ": " << reply.body;
+    EXPECT_DOUBLE_EQ(reply.body_json()["results"][0]["score"].get<double>(), fake_score("normal")) << "after " << after;
   }
   void expect_normal_binary_works(const std::string& after) {
     BinaryClient client(server->binary());
@@ -1199,8 +1200,42 @@ std::vector<HttpCase> hostile_http_cases() {
       "malformed HTTP request");
   add("bad chunk size", "POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad_request",
       "malformed HTTP request");
+  // Header floods: one huge header, or thousands of small ones, stop at the header limit.
+  add("one 20 kB header", http_request("POST", "/v1/score", "{}", kToken, "X-Pad: " + std::string(20000, 'a') + "\r\n"),
+      413, "too_large", "request headers exceed the limit of 16384 bytes");
+  std::string many_headers;
+  for (int i = 0; i < 3000; ++i) many_headers += fmt::format("X-H{}: v\r\n", i);
+  add("3000 small headers", http_request("POST", "/v1/score", "{}", kToken, many_headers), 413, "too_large",
+      "request headers exceed the limit of 16384 bytes");
+  add("a 20 kB request target", http_request("POST", "/v1/score?" + std::string(20000, 'q'), "{}", kToken), 413,
+      "too_large", "request headers exceed the limit");
+  // Content-Length lies and framing conflicts (the ways requests get smuggled past a proxy).
+  const std::string good = json{{"samples", {score_sample("a", "b")}}}.dump();
+  add("Content-Length shorter than the body",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kToken) +
+          "\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + good,
+      400, "bad_request", "invalid JSON");
+  add("two different Content-Lengths",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x", 400,
+      "bad_request", "malformed HTTP request");
+  add("Content-Length and chunked together",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+      400, "bad_request", "malformed HTTP request");
+  add("negative Content-Length", "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
+      "bad_request", "malformed HTTP request");
+  add("Content-Length beyond 64 bits",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400, "bad_request",
+      "malformed HTTP request");
+  add("chunk size beyond 64 bits",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", 400,
+      "bad_request", "malformed HTTP request");
+  add("chunks adding up past the body limit",
+      "POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n300000\r\n", 413, "too_large",
+      "request body exceeds the limit of 2097152 bytes");
+  add("unknown transfer coding", "POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400,
+      "bad_request", "malformed HTTP request");
   // Authentication.
-  const std::string body = json{{"samples", {score_sample("a", "b")}}}.dump();
+  const std::string body = good;
   add("missing token", http_request("POST", "/v1/score", body, ""), 401, "unauthorized", "missing bearer token");
   add("wrong token", http_request("POST", "/v1/score", body, "wrong"), 401, "unauthorized", "invalid bearer token");
   add("token prefix", http_request("POST", "/v1/score", body, std::string(kToken).substr(0, 10)), 401, "unauthorized",
@@ -1242,6 +1277,35 @@ TEST(ServerHostile, HttpInputsGetSpecificErrorsAndTheServerKeepsServing) {
   // /healthz needs no token.
   HttpClient client(h.server->http());
   EXPECT_EQ(client.get("/healthz").status, 200);
+}
+
+// Framing the server accepts: a chunked body with chunk extensions and trailers scores like the same body sent with
+// a Content-Length; a body that ends early (the client half-closes) gets the connection closed, nothing else.
+TEST(ServerHostile, ChunkedBodiesAndTruncatedBodies) {
+  HostileServer h;
+  const std::string body = json{{"samples", {score_sample("c", "chunked")}}}.dump();
+  std::string chunked = "POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kToken) +
+                        "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < body.size(); at += 7) {
+    const auto piece = body.substr(at, 7);
+    chunked += fmt::format("{:x};ext=\"{}\"\r\n{}\r\n", piece.size(), at, piece);
+  }
+  chunked += "0\r\nX-Trailer: t\r\n\r\n";
+  HttpClient client(h.server->http());
+  auto reply = client.send_raw(chunked);
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_DOUBLE_EQ(reply.body_json()["results"][0]["score"].get<double>(), fake_score("chunked"));
+  {
+    HttpClient truncated(h.server->http());
+    boost::system::error_code ec;
+    asio::write(truncated.socket(),
+                asio::buffer("POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kToken) +
+                             "\r\nContent-Length: 100\r\n\r\n{\"samples\""),
+                ec);
+    truncated.socket().shutdown(tcp::socket::shutdown_send, ec);
+    EXPECT_TRUE(truncated.closed_by_server());
+  }
+  h.expect_normal_http_works("a truncated body");
 }
 
 TEST(ServerHostile, KeepAliveSurvivesRequestLevelErrors) {

@@ -1,7 +1,9 @@
 // One HTTP/1.1 connection: keep-alive, read timeout, body limit, bearer token, routes. Runs on its own strand.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <ctime>
+#include <string_view>
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -46,6 +48,17 @@ class HttpSession : public ConnectionSession<HttpSession> {
 
   void on_header(const boost::system::error_code& ec) {
     if (ec) return on_read_error(ec);
+    // A transfer coding other than a final chunked leaves the body's end unknown: the parser would read no body and
+    // take the body's bytes for the next request (request smuggling behind a proxy). Refuse it and close.
+    const auto transfer_encoding = parser_->get()[http::field::transfer_encoding];
+    if (!transfer_encoding.empty() && !parser_->chunked()) {
+      disarm_timer();
+      keep_alive_ = false;
+      return respond_error(ServeError(
+          ServeErrorKind::kBadRequest,
+          fmt::format("malformed HTTP request: Transfer-Encoding \"{}\" does not end in chunked, the only one accepted",
+                      std::string_view(transfer_encoding.data(), std::min<size_t>(transfer_encoding.size(), 64)))));
+    }
     const auto expect = parser_->get()[http::field::expect];
     if (beast::iequals(expect, "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
