@@ -149,6 +149,45 @@ TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
   EXPECT_EQ(out[3], (nlohmann::json{{"id", "d"}, {"score", 4.0}}));
 }
 
+// Hostile lines, each between good ones: every one becomes its own error record and the good lines score.
+TEST(RewardScore, HostileLinesFailAloneAndEveryGoodLineScores) {
+  auto dir = temp_dir("hostile");
+  auto good = [](size_t i) {
+    return R"({"id": "ok)" + std::to_string(i) + R"(", "question": "q", "response": "x", "reference": "x"})";
+  };
+  const std::vector<std::pair<std::string, std::string>> hostile = {
+      {std::string(200000, '[') + std::string(200000, ']'), "line 2: must be a JSON object"},
+      {"{\"id\": \"n\", \"question\": \"q\", \"response\": \"a" + std::string("\0b", 2) + "\"}", "line 4: invalid JSON at response"},
+      {std::string("\x89PNG\0\0\0\rIHDR\xff\xfe\x80", 16), "line 6: not valid UTF-8 (byte 0x89 at column 1)"},  // binary bytes, no newline
+      {R"([{"id": "arr", "question": "q", "response": "x"}])", "line 8: must be a JSON object"},
+      {R"({"id": "big", "question": "q", "response": ")" + std::string(4 << 20, 'r') + R"(", "reference": 7})",
+       "line 10: \"reference\" must be a string"},
+      {R"({"id": "esc", "question": "q", "response": "x", "images": ["data:image/png;base64,)" +
+           std::string(1000, '=') + R"("]})",
+       "line 12: images[0]: malformed data URI"},
+  };
+  std::string input = good(0) + "\n";
+  for (size_t i = 0; i < hostile.size(); ++i) input += hostile[i].first + "\n" + good(i + 1) + "\n";
+  input += R"({"id": "tail", "question": "q", "response": "x", "reference": "x"})";  // no final newline
+  write(dir / "in.jsonl", input);
+  CountingBackend backend(exact_match());
+  ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 4, false, false, false};
+  auto summary = score_jsonl(backend, o);
+  EXPECT_EQ(summary.failed, static_cast<int64_t>(hostile.size()));
+  EXPECT_EQ(summary.scored, static_cast<int64_t>(hostile.size()) + 2);
+  auto out = records(dir / "out.jsonl");  // every record parses
+  ASSERT_EQ(out.size(), 2 * hostile.size() + 2);
+  for (size_t i = 0; i < hostile.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(out[2 * i], (nlohmann::json{{"id", "ok" + std::to_string(i)}, {"score", 1.0}}));
+    ASSERT_TRUE(out[2 * i + 1].contains("error")) << out[2 * i + 1].dump().substr(0, 200);
+    EXPECT_NE(out[2 * i + 1]["error"].get<std::string>().find(hostile[i].second), std::string::npos)
+        << out[2 * i + 1]["error"];
+  }
+  EXPECT_EQ(out[2 * hostile.size()], (nlohmann::json{{"id", "ok" + std::to_string(hostile.size())}, {"score", 1.0}}));
+  EXPECT_EQ(out.back(), (nlohmann::json{{"id", "tail"}, {"score", 1.0}}));
+}
+
 TEST(RewardScore, OversizedImageFilesAreRefusedBeforeReading) {
   auto dir = temp_dir("big_images");
   write(dir / "small.png", "\x89PNG\r\n\x1a\n" + std::string(192, 'x'));
