@@ -16,6 +16,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/weights.h"
@@ -96,12 +97,7 @@ void verify_manifest(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) throw InputError(dir, "checkpoint directory does not exist");
   if (!fs::is_regular_file(manifest_path, ec))
     throw InputError(manifest_path, "missing: not a complete checkpoint (the manifest is written last)");
-  nlohmann::json manifest;
-  try {
-    manifest = nlohmann::json::parse(read_file(manifest_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(manifest_path, fmt::format("corrupted (not valid JSON: {})", e.what()));
-  }
+  const nlohmann::json manifest = read_json_file(manifest_path, "corrupted: not valid JSON");
   if (!manifest.is_object() || manifest.value("format", "") != kManifestFormat || !manifest.contains("files") ||
       !manifest["files"].is_object() || !manifest.contains("files_crc32c") || !manifest["files_crc32c"].is_number_unsigned())
     throw InputError(manifest_path, fmt::format("corrupted (not a {} manifest)", kManifestFormat));
@@ -193,7 +189,7 @@ void export_hf_checkpoint(const torch::nn::Module& module, const std::string& so
       continue;
     const std::string target = (fs::path(dir) / name).string();
     if (name == "config.json") {
-      auto config = nlohmann::json::parse(read_file(entry.path().string()));
+      auto config = read_json_file(entry.path().string());
       if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
       config["dtype"] = dtype_name;
       if (config.contains("text_config") && config["text_config"].is_object() && config["text_config"].contains("dtype"))

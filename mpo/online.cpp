@@ -11,6 +11,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
 #include "mpo/checkpoint.h"
@@ -40,13 +41,7 @@ bool holds_online_run(const std::string& output) {
   return false;
 }
 
-json parse_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw InputError(path, fmt::format("not valid JSON: {}", e.what()));
-  }
-}
+json parse_json_file(const std::string& path) { return read_json_file(path, "not valid JSON"); }
 
 // The pair statistics back from a round's stats.json (a reused round reports what it built).
 PairStats stats_from_json(const json& j, const std::string& path) {

@@ -5,6 +5,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 
 namespace vlreward::mpo {
@@ -117,14 +118,7 @@ RunningMoments RunningMoments::from_json(const nlohmann::json& state, const std:
 void RunningMoments::save(const std::string& path) const { write_file_atomic(path, to_json().dump(2) + "\n"); }
 
 RunningMoments RunningMoments::load(const std::string& path) {
-  const std::string text = read_file(path);
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(path, "not valid JSON ({})", e.what());
-  }
-  return from_json(state, path);
+  return from_json(read_json_file(path, "not valid JSON"), path);
 }
 
 }  // namespace vlreward::mpo

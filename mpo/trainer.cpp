@@ -13,6 +13,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/batch.h"
@@ -273,12 +274,7 @@ uint64_t MpoTrainer::data_seed() const {
 
 int64_t checkpoint_round(const std::string& checkpoint_dir) {
   const std::string path = (fs::path(checkpoint_dir) / kTrainerStateFile).string();
-  json state;
-  try {
-    state = json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw InputError(path, fmt::format("not valid JSON: {}", e.what()));
-  }
+  const json state = read_json_file(path, "not valid JSON");
   if (!state.is_object() || !state.contains("round")) return -1;
   return state_field<int64_t>(state.at("round"), "index", path);
 }
@@ -512,12 +508,7 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
   verify_manifest(checkpoint_dir);
   const fs::path dir(checkpoint_dir);
   const std::string state_path = (dir / kTrainerStateFile).string();
-  json state;
-  try {
-    state = json::parse(read_file(state_path));
-  } catch (const json::exception& e) {
-    throw InputError(state_path, fmt::format("not valid JSON: {}", e.what()));
-  }
+  const json state = read_json_file(state_path, "not valid JSON");
   if (!state.is_object() || state.value("format", "") != kStateFormat)
     throw InputError(state_path, fmt::format("not a {} file", kStateFormat));
   // Same data and the same step computation, or the continuation would not be the interrupted run's.

@@ -19,6 +19,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
@@ -118,12 +119,7 @@ bool stage_done(const RewardTrainConfig& config, size_t k) {
   const fs::path done = fs::path(stage_dir(config, k)) / kDoneFile;
   std::error_code ec;
   if (!fs::is_regular_file(done, ec)) return false;
-  json record;
-  try {
-    record = json::parse(read_file(done.string()));
-  } catch (const json::exception& e) {
-    throw InputError(done.string(), fmt::format("not valid JSON: {}", e.what()));
-  }
+  const json record = read_json_file(done.string(), "not valid JSON");
   if (!record.is_object() || record.value("format", "") != kDoneFormat || !record.contains("identity"))
     throw InputError(done.string(), fmt::format("not a {} file", kDoneFormat));
   std::vector<std::string> changed;
@@ -349,7 +345,7 @@ void RewardTrainer::export_model(const std::string& dir) const {
       continue;
     const std::string target = (fs::path(dir) / name).string();
     if (name == "config.json") {
-      auto cfg = json::parse(read_file(entry.path().string()));
+      auto cfg = read_json_file(entry.path().string());
       if (cfg.contains("torch_dtype")) cfg["torch_dtype"] = config_.model.dtype;
       cfg["dtype"] = config_.model.dtype;
       if (cfg.contains("text_config") && cfg["text_config"].is_object() && cfg["text_config"].contains("dtype"))

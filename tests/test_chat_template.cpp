@@ -189,6 +189,13 @@ TEST(ChatTemplateCheck, MissingTemplateIsAnError) {
   EXPECT_THROW(check_chat_template(dir.str()), InputError);
   dir.write("chat_template.json", "{not json");
   EXPECT_THROW(check_chat_template(dir.str()), InputError);
+  dir.write("chat_template.json", "{\"chat_template\": 1e400}");
+  try {
+    check_chat_template(dir.str());
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("chat_template: number out of range"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -301,6 +301,12 @@ TEST(ImageProcessorConfig, BadValuesNameTheKey) {
     fragments.push_back(path);
     expect_input_error([&] { Qwen2VLImageProcessorConfig::from_file(path); }, fragments, c.file);
   }
+  // A number beyond a double: well-formed JSON the parser cannot hold, still an error naming the file and key.
+  const std::string huge = (std::filesystem::temp_directory_path() / "vlreward_preprocessor_1e400.json").string();
+  std::ofstream(huge) << "{\"min_pixels\": 1e400}";
+  expect_input_error([&] { Qwen2VLImageProcessorConfig::from_file(huge); }, {huge, "min_pixels: number out of range"},
+                     "1e400");
+  std::filesystem::remove(huge);
 }
 
 TEST(PillowResample, SameSizeIsACopyAndBadSizesThrow) {

@@ -307,6 +307,13 @@ TEST(MpoRunningMoments, BadStateIsRejectedWithKeyAndSource) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
   }
+  std::ofstream(path) << "{\"count\": 2.0, \"mean\": -1e400, \"var\": 1.0}";
+  try {
+    RunningMoments::load(path);
+    ADD_FAILURE() << "accepted a number out of range";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("mean: number out of range"), std::string::npos) << e.what();
+  }
   std::filesystem::remove(path);
   EXPECT_THROW(RunningMoments::load(path), InputError);  // missing file
 }

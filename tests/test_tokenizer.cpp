@@ -303,6 +303,15 @@ TEST(TokenizerErrors, BadJsonAndMissingFiles) {
     EXPECT_EQ(e.source(), path.string());
     EXPECT_NE(std::string(e.what()).find("invalid JSON"), std::string::npos) << e.what();
   }
+  // A number beyond a double is well-formed JSON the parser cannot hold: the same kind of error, naming where.
+  const auto huge = dir.write("huge.json", "{\"model\": {\"dropout\": 1111.1E93003}}");
+  try {
+    Tokenizer::from_files(huge.string());
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.source(), huge.string());
+    EXPECT_NE(std::string(e.what()).find("model.dropout: number out of range"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(Tokenizer::from_directory(dir.path().string() + "/nope"), InputError);
 }
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "adapters/common/error.h"
+#include "adapters/common/mapped_file.h"
 #include "adapters/hf/byte_level.h"
 
 namespace vlreward {
@@ -94,6 +95,10 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& source,
   } catch (const nlohmann::json::exception& e) {
     throw InputError(source, describe_json_failure(text, e, syntax));
   }
+}
+
+nlohmann::json read_json_file(const std::string& path, std::string_view syntax) {
+  return parse_json_text(read_file(path), path, syntax);
 }
 
 }  // namespace vlreward

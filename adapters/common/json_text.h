@@ -21,4 +21,8 @@ std::string describe_json_failure(std::string_view text, const nlohmann::json::e
 // Parses `text`; any failure throws InputError(source, describe_json_failure(...)).
 nlohmann::json parse_json_text(std::string_view text, const std::string& source, std::string_view syntax = "invalid JSON");
 
+// Reads and parses the JSON file at `path` (config.json, tokenizer.json, checkpoint state, ...); a missing or
+// unreadable file and every parse failure throw InputError naming the path.
+nlohmann::json read_json_file(const std::string& path, std::string_view syntax = "invalid JSON");
+
 }  // namespace vlreward

@@ -11,6 +11,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/hf/tokenizer.h"
 #include "adapters/qwen2_5_vl/model.h"
@@ -57,12 +58,7 @@ void check_against_tokenizer(const Qwen2_5_VLConfig& config, const Tokenizer& to
 
 bool init_model(const InitModelOptions& options) {
   const std::string config_text = read_text(options.config_path);
-  nlohmann::json config_json;
-  try {
-    config_json = nlohmann::json::parse(config_text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(options.config_path, std::string("not valid JSON: ") + e.what());
-  }
+  nlohmann::json config_json = parse_json_text(config_text, options.config_path, "not valid JSON");
   const auto config = Qwen2_5_VLConfig::parse(config_text, options.config_path);
   if (!(options.std > 0)) throw InputError("--std", "must be positive");
   const fs::path files_from(options.files_from);

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 
 namespace vlreward {
@@ -157,13 +158,7 @@ std::string read_checkpoint_chat_template(const std::string& dir, std::string* f
   const fs::path root(dir);
   const auto from_json_key = [](const fs::path& path) -> std::optional<std::string> {
     if (!fs::exists(path)) return std::nullopt;
-    const std::string text = read_file(path.string());
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw_input_error(path.string(), "invalid JSON: {}", e.what());
-    }
+    const nlohmann::json j = read_json_file(path.string());
     if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null()) return std::nullopt;
     const auto& t = j["chat_template"];
     if (t.is_string()) return t.get<std::string>();

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/bpe.h"
 #include "adapters/hf/byte_level.h"
@@ -34,12 +35,7 @@ constexpr size_t kMaxCachedWordBytes = 256;
 constexpr size_t kMaxCacheEntries = 1 << 17;
 
 Json parse_json_file(const std::string& path) {
-  const std::string text = read_file(path);
-  try {
-    return Json::parse(text);
-  } catch (const Json::parse_error& e) {
-    throw_input_error(path, "invalid JSON: {}", e.what());
-  }
+  return read_json_file(path);
 }
 
 bool json_bool(const Json& obj, const char* key, bool fallback, const std::string& source, const std::string& where) {

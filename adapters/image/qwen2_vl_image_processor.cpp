@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/image/pillow_resample.h"
 
@@ -107,14 +108,7 @@ Qwen2VLImageProcessorConfig Qwen2VLImageProcessorConfig::from_json(const nlohman
 }
 
 Qwen2VLImageProcessorConfig Qwen2VLImageProcessorConfig::from_file(const std::string& path) {
-  const std::string text = read_file(path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input_error(path, "invalid JSON: {}", e.what());
-  }
-  return from_json(json, path);
+  return from_json(read_json_file(path), path);
 }
 
 ImageSize qwen2_vl_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
