@@ -4,13 +4,19 @@
 // Driven by bench_serve.py, which starts reward-serve (batched, then max_batch_size 1) on loopback.
 //
 //   bench_serve --port P --input items.jsonl --expected expected.json [--protocol http|binary] [--clients 16]
-//               [--requests 10000] [--warmup 200]
+//               [--requests 10000] [--warmup 200] [--seconds S] [--hostile-every N --binary-port B]
 //
 // Request k carries sample k % n (images read once, sent as bytes / base64) with the unique id "r<k>". Lost: no
 // answer, a closed connection or a non-200 / error answer. Mismatched: an answer for another id, or a score off
-// the expected one by more than 1e-4 relative. Prints one JSON line:
+// the expected one by more than 1e-4 relative.
+// --seconds runs the timed phase for that long instead of a number of requests (the soak). --hostile-every N makes
+// every N-th request a hostile one instead, each on a fresh connection to the HTTP or binary port: malformed and
+// out-of-range JSON, nesting bombs, invalid UTF-8, base64 garbage, image bombs, header floods, Content-Length lies,
+// truncated bodies, smuggling attempts, oversized and garbage frames. A hostile request must get a 4xx (an error
+// frame on the binary port) or have its connection closed; anything else (a 5xx, a 200, a hang past 30 s) counts
+// as hostile_unexpected. Prints one JSON line:
 //   {"protocol", "clients", "requests", "seconds", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-//    "lost", "mismatched"}
+//    "lost", "mismatched", "hostile_sent", "hostile_unexpected", "unexpected_examples"}
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -28,6 +34,7 @@
 #include <vector>
 
 #include <boost/asio.hpp>
+#include <boost/crc.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/program_options.hpp>
@@ -123,6 +130,103 @@ std::string binary_frame(const Sample& s, const std::string& id, uint64_t reques
   turn->add_content()->set_text(s.question);
   sample->set_response(s.response);
   return vlreward::encode_frame(request.SerializeAsString());
+}
+
+// A PNG signature and IHDR chunk (valid CRC) declaring width x height, then an IDAT of garbage: the size alone must
+// refuse it.
+std::string png_declaring(uint32_t width, uint32_t height) {
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  std::string ihdr = "IHDR" + be32(width) + be32(height) + std::string("\x08\x02\x00\x00\x00", 5);
+  boost::crc_32_type crc;
+  crc.process_bytes(ihdr.data(), ihdr.size());
+  return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + ihdr + be32(crc.checksum()) + be32(16) + "IDAT" +
+         std::string(16, 'x') + be32(0);
+}
+
+struct HostileCase {
+  std::string name;
+  bool binary_port = false;
+  std::string bytes;
+  bool half_close = false;  // shut down the sending side after the bytes (a body that ends early)
+};
+
+std::string http_post(const std::string& body, const std::string& extra_headers = "") {
+  return fmt::format("POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: {}\r\n{}\r\n{}",
+                     body.size(), extra_headers, body);
+}
+
+std::vector<HostileCase> hostile_cases(const Sample& sample) {
+  const json good = {{"samples", {{{"id", "h"}, {"question", sample.question}, {"response", sample.response}}}}};
+  auto with_image = [&](const std::string& image) {
+    json body = good;
+    body["samples"][0]["images"] = {image};
+    return body.dump();
+  };
+  std::string many_headers;
+  for (int i = 0; i < 3000; ++i) many_headers += fmt::format("X-H{}: v\r\n", i);
+  std::vector<HostileCase> cases = {
+      {"truncated JSON", false, http_post("{\"samples\": [")},
+      {"number beyond a double", false, http_post("{\"samples\": [1e400]}")},
+      {"nesting bomb", false, http_post(std::string(20000, '[') + std::string(20000, ']'))},
+      {"invalid UTF-8", false, http_post("{\"samples\": [{\"question\": \"q\", \"response\": \"\xff\xfe\"}]}")},
+      {"unknown key", false, http_post("{\"samples\": [], \"sampels\": 1}")},
+      {"base64 garbage", false, http_post(with_image("@@@@not base64@@@@"))},
+      {"data URI garbage", false, http_post(with_image("data:image/png;base64,%%%"))},
+      {"image bomb", false, http_post(with_image(base64(png_declaring(100000, 100000))))},
+      {"path escape", false, http_post(with_image("../../../etc/passwd"))},
+      {"text of 2 MB", false, http_post(json{{"samples", {{{"question", "q"}, {"response", std::string(2 << 20, 'r')}}}}}.dump())},
+      {"header flood", false, http_post("{}", many_headers)},
+      {"Content-Length shorter than the body", false,
+       "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + good.dump()},
+      {"Content-Length and chunked", false,
+       "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"non-chunked transfer coding", false,
+       "POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + http_post(good.dump())},
+      {"truncated body", false, "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"samples\"", true},
+      {"garbage request line", false, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"},
+      {"frame announcing 64 MiB, then nothing", true, std::string("\x04\x00\x00\x00", 4), true},
+      {"frame over the limit", true, std::string("\x7f\xff\xff\xff", 4) + "xx"},
+      {"garbage frame", true, std::string("\x00\x00\x00\x10", 4) + std::string(16, '\xff')},
+      {"empty request frame", true, std::string(4, '\0')},
+  };
+  return cases;
+}
+
+// Sends one hostile case on a fresh connection; true when the server answered as it must (a 4xx, an error frame,
+// or a closed connection).
+bool send_hostile(const HostileCase& c, const tcp::endpoint& endpoint) {
+  asio::io_context io;
+  tcp::socket socket(io);
+  beast::error_code ec;
+  socket.connect(endpoint, ec);
+  if (ec) return false;
+  asio::write(socket, asio::buffer(c.bytes), ec);
+  if (c.half_close) socket.shutdown(tcp::socket::shutdown_send, ec);
+  // Blocking reads bounded by a receive timeout: a server that neither answers nor closes fails the case.
+  struct timeval limit {30, 0};
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  if (c.binary_port) {
+    unsigned char header[4];
+    asio::read(socket, asio::buffer(header), ec);
+    if (ec == asio::error::eof || ec == asio::error::connection_reset) return true;
+    if (ec) return false;
+    std::string payload(vlreward::decode_frame_length(header), '\0');
+    asio::read(socket, asio::buffer(payload), ec);
+    vlreward::serve::ScoreResponse response;
+    return !ec && response.ParseFromString(payload) && response.has_error() &&
+           response.error().code() != vlreward::serve::ERROR_NONE;
+  }
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response, ec);
+  if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset)
+    return true;
+  if (ec) return false;
+  return response.result_int() >= 400 && response.result_int() < 500;
 }
 
 struct Outcome {
@@ -221,7 +325,10 @@ int main(int argc, char** argv) {
       ("protocol", po::value<std::string>()->default_value("http"), "http or binary")
       ("clients", po::value<int>()->default_value(16), "concurrent connections")
       ("requests", po::value<int64_t>()->default_value(10000), "timed requests, all clients together")
-      ("warmup", po::value<int64_t>()->default_value(200), "untimed requests first");
+      ("warmup", po::value<int64_t>()->default_value(200), "untimed requests first")
+      ("seconds", po::value<double>()->default_value(0), "run the timed phase this long instead (soak)")
+      ("hostile-every", po::value<int64_t>()->default_value(0), "every N-th timed request is a hostile one (0: none)")
+      ("binary-port", po::value<int>()->default_value(0), "reward-serve's binary port, for hostile frames");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
@@ -236,18 +343,28 @@ int main(int argc, char** argv) {
   }
   const bool binary = vm["protocol"].as<std::string>() == "binary";
   const int clients = vm["clients"].as<int>();
-  const int64_t requests = vm["requests"].as<int64_t>(), warmup = vm["warmup"].as<int64_t>();
+  const int64_t warmup = vm["warmup"].as<int64_t>();
+  const double soak_seconds = vm["seconds"].as<double>();
+  const int64_t requests = soak_seconds > 0 ? INT64_MAX : vm["requests"].as<int64_t>();
+  const int64_t hostile_every = vm["hostile-every"].as<int64_t>();
   const auto samples = load_samples(vm["input"].as<std::string>(), vm["expected"].as<std::string>());
   std::vector<Template> templates;
   for (const auto& s : samples) templates.push_back(http_template(s));
   const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(vm["port"].as<int>()));
+  const tcp::endpoint binary_endpoint(asio::ip::make_address("127.0.0.1"),
+                                      static_cast<uint16_t>(vm["binary-port"].as<int>()));
+  std::vector<HostileCase> hostile;
+  for (auto& c : hostile_cases(samples[0]))
+    if (!c.binary_port || binary_endpoint.port() != 0) hostile.push_back(std::move(c));
+  std::atomic<int64_t> hostile_sent{0}, hostile_unexpected{0};
+  std::map<std::string, int64_t> unexpected_by_case;
 
   std::atomic<int64_t> next{0}, lost{0}, mismatched{0};
   std::mutex latency_mutex;
   std::vector<double> latencies_ms;
-  latencies_ms.reserve(static_cast<size_t>(requests));
+  if (soak_seconds <= 0) latencies_ms.reserve(static_cast<size_t>(requests));
   Clock::time_point timed_start;
-  std::atomic<bool> timing{false};
+  Clock::time_point deadline = Clock::time_point::max();
 
   auto run_client = [&](int64_t total, bool record) {
     asio::io_context io;
@@ -255,7 +372,17 @@ int main(int argc, char** argv) {
     std::unique_ptr<BinaryClient> binary_client;
     if (binary) binary_client = std::make_unique<BinaryClient>(io, endpoint);
     std::vector<double> mine;
-    for (int64_t k; (k = next++) < total;) {
+    for (int64_t k; (k = next++) < total && Clock::now() < deadline;) {
+      if (record && hostile_every > 0 && k % hostile_every == hostile_every - 1) {
+        const HostileCase& c = hostile[static_cast<size_t>(k / hostile_every) % hostile.size()];
+        ++hostile_sent;
+        if (!send_hostile(c, c.binary_port ? binary_endpoint : endpoint)) {
+          ++hostile_unexpected;
+          std::lock_guard<std::mutex> lock(latency_mutex);
+          ++unexpected_by_case[c.name];
+        }
+        continue;
+      }
       const Sample& s = samples[static_cast<size_t>(k) % samples.size()];
       const std::string id = fmt::format("r{}", k);
       std::string payload;
@@ -287,21 +414,27 @@ int main(int argc, char** argv) {
 
   run_all(warmup, false);
   timed_start = Clock::now();
+  if (soak_seconds > 0)
+    deadline = timed_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(soak_seconds));
   run_all(requests, true);
   const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
   std::sort(latencies_ms.begin(), latencies_ms.end());
+  const auto answered = static_cast<int64_t>(latencies_ms.size());
   const json result = {{"protocol", binary ? "binary" : "http"},
                        {"clients", clients},
-                       {"requests", requests},
+                       {"requests", answered},
                        {"answered", static_cast<int64_t>(latencies_ms.size())},
                        {"seconds", seconds},
-                       {"requests_per_s", static_cast<double>(requests) / seconds},
+                       {"requests_per_s", static_cast<double>(answered) / seconds},
                        {"p50_ms", percentile(latencies_ms, 50)},
                        {"p90_ms", percentile(latencies_ms, 90)},
                        {"p99_ms", percentile(latencies_ms, 99)},
                        {"max_ms", latencies_ms.empty() ? 0.0 : latencies_ms.back()},
                        {"lost", lost.load()},
-                       {"mismatched", mismatched.load()}};
+                       {"mismatched", mismatched.load()},
+                       {"hostile_sent", hostile_sent.load()},
+                       {"hostile_unexpected", hostile_unexpected.load()},
+                       {"unexpected_examples", unexpected_by_case}};
   std::cout << result.dump() << std::endl;
-  return lost == 0 && mismatched == 0 ? 0 : 1;
+  return lost == 0 && mismatched == 0 && hostile_unexpected == 0 ? 0 : 1;
 }
