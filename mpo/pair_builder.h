@@ -1,5 +1,5 @@
 #pragma once
-// Reward-ranked preference pairs for online MPO rounds (../shared/spec/mpo.md §6): N sampled responses per prompt
+// Reward-ranked preference pairs for online MPO rounds: N sampled responses per prompt
 // are scored by a reward backend; chosen = the highest score, rejected = the lowest.
 //
 // Empty responses (the policy ended its turn at once) are counted and left out before scoring: a pair needs text
