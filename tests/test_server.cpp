@@ -1605,6 +1605,11 @@ TEST(ServerHostile, ConnectionsOverTheCapAreRefusedAndCounted) {
 }
 
 TEST(ServerHostile, OutOfFileDescriptorsBacksOffAndRecovers) {
+#ifdef __SANITIZE_ADDRESS__
+  // The sanitizer runtime checks memory through a pipe of its own (UBSan's vptr check, ASan's reports): in a
+  // process with no descriptor left it reports every object as unreadable, so this state cannot be checked there.
+  GTEST_SKIP() << "needs free file descriptors under the sanitizers; runs in the normal build";
+#endif
   auto c = test_config();
   c.read_timeout_ms = 10000;
   RunningServer s(c);
