@@ -34,7 +34,7 @@
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/model.h"
-#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 
 using namespace vlreward;
 using namespace vlreward::qwen;
@@ -172,9 +172,9 @@ int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv);
   at::set_num_threads(args.threads);
   try {
-    auto config = Qwen2_5_VLConfig::load(args.checkpoint + "/config.json");
-    Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
-    load_checkpoint(*model, args.checkpoint, config.text.tie_word_embeddings);
+    auto pretrained = load_pretrained(args.checkpoint, torch::kFloat32, torch::kCPU);
+    const auto& config = pretrained.config;
+    auto model = pretrained.model;
     model->eval();
     const auto cases = read_inputs(args.inputs);
     const int64_t pad = config.text.pad_token_id.value_or(0);

@@ -30,7 +30,7 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
-#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_tokenization.h"
@@ -147,12 +147,7 @@ int main(int argc, char** argv) {
     const auto pixel_values = torch::from_blob(pixels.data(), {rows, row_size}, torch::kFloat32).clone();
     const auto batch = build_concatenated_batch(tokens, processor.pad_token_id(), pixel_values, grids);
 
-    const auto config = Qwen2_5_VLConfig::load(args.checkpoint + "/config.json");
-    auto load = [&] {
-      qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
-      qwen::load_checkpoint(*model, args.checkpoint, config.text.tie_word_embeddings);
-      return model;
-    };
+    auto load = [&] { return qwen::load_pretrained(args.checkpoint, torch::kFloat32, torch::kCPU).model; };
     auto policy = load();
     auto reference = load();
     policy->train();

@@ -73,12 +73,6 @@ std::optional<int64_t> step_of(const std::string& name, const std::string& prefi
   return std::stoll(digits);
 }
 
-void copy_file_durable(const std::string& from, const std::string& to) {
-  AtomicFileWriter writer(to);
-  writer.write(read_file(from));
-  writer.commit();
-}
-
 }  // namespace
 
 void write_manifest(const std::string& dir) {
@@ -152,53 +146,6 @@ void prune_checkpoints(const std::string& output_dir, int64_t keep) {
   const int64_t excess = static_cast<int64_t>(checkpoints.size()) - keep;
   for (int64_t i = 0; i < excess; ++i) fs::remove_all(checkpoints[static_cast<size_t>(i)].second);
   if (excess > 0) fsync_directory(output_dir);
-}
-
-void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw InputError(dir, fmt::format("cannot open directory: {}", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw InputError(dir, fmt::format("fsync failed: {}", std::strerror(err)));
-}
-
-void commit_checkpoint_dir(const std::string& temp_dir, const std::string& final_dir) {
-  for (const auto& entry : fs::recursive_directory_iterator(temp_dir))
-    if (entry.is_directory()) fsync_directory(entry.path().string());
-  fsync_directory(temp_dir);
-  std::error_code ec;
-  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir);
-  fs::rename(temp_dir, final_dir);
-  fsync_directory(fs::path(final_dir).parent_path().string());
-}
-
-void export_hf_checkpoint(const torch::nn::Module& module, const std::string& source_dir, const std::string& dir,
-                          const std::string& dtype_name) {
-  fs::create_directories(dir);
-  qwen::save_checkpoint(module, dir);
-  for (const auto& entry : fs::directory_iterator(source_dir)) {
-    if (!entry.is_regular_file()) continue;
-    const std::string name = entry.path().filename().string();
-    auto ends_with = [&](const std::string& suffix) {
-      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
-    // Weights come from `module`; a stale manifest would describe another directory.
-    if (ends_with(".safetensors") || ends_with(".safetensors.index.json") || ends_with(".bin") ||
-        ends_with(".bin.index.json") || name == kManifestFile)
-      continue;
-    const std::string target = (fs::path(dir) / name).string();
-    if (name == "config.json") {
-      auto config = read_json_file(entry.path().string());
-      if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
-      config["dtype"] = dtype_name;
-      if (config.contains("text_config") && config["text_config"].is_object() && config["text_config"].contains("dtype"))
-        config["text_config"]["dtype"] = dtype_name;
-      write_file_atomic(target, config.dump(2) + "\n");
-    } else {
-      copy_file_durable(entry.path().string(), target);
-    }
-  }
 }
 
 void save_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,

@@ -39,16 +39,6 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 void remove_stale_temp_checkpoints(const std::string& output_dir);
 // Keeps the newest `keep` checkpoints.
 void prune_checkpoints(const std::string& output_dir, int64_t keep);
-// fsync(2) on a directory, so renames and new entries in it are durable.
-void fsync_directory(const std::string& dir);
-// Renames the finished temp dir to `final_dir` (replacing an existing one) and fsyncs the parent.
-void commit_checkpoint_dir(const std::string& temp_dir, const std::string& final_dir);
-
-// An HF checkpoint directory transformers can load: `module`'s parameters (save_checkpoint), and every
-// non-weight file of `source_dir` (config, tokenizer, processor, chat template, generation config) copied,
-// with config.json's dtype set to `dtype_name` ("float32" / "bfloat16").
-void export_hf_checkpoint(const torch::nn::Module& module, const std::string& source_dir, const std::string& dir,
-                          const std::string& dtype_name);
 
 // AdamW moments of the named parameters <-> safetensors. Loading requires exactly the names saved (the same
 // trainable set) with matching shapes, and installs the state so the next step() continues from it.

@@ -302,7 +302,7 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
   const std::string temp_dir = path_in(output, ".tmp-final_model");
   fs::remove_all(temp_dir);
   trainer.export_policy(temp_dir);
-  commit_checkpoint_dir(temp_dir, final_dir);
+  commit_directory(temp_dir, final_dir);
   std::fprintf(stderr, "mpo-train: %lld rounds (%lld skipped), %lld steps; final policy in %s\n",
                static_cast<long long>(on.rounds), static_cast<long long>(result.rounds_skipped),
                static_cast<long long>(trainer.state().global_step), final_dir.c_str());

@@ -17,6 +17,7 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/batch.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "adapters/qwen2_5_vl/autocast.h"
 #include "mpo/checkpoint.h"
@@ -37,22 +38,13 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
 
-torch::ScalarType parameter_dtype(const std::string& name) {
-  return name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+qwen::Qwen2_5_VLModel load_model(const std::string& dir, const std::string& dtype, const torch::Device& device) {
+  return qwen::load_pretrained(dir, qwen::parse_parameter_dtype(dtype, "model.dtype"), device).model;
 }
 
-// Which freeze switch covers a parameter (hub names: visual.merger.*, visual.*, model.*, lm_head.*).
-bool is_frozen(const std::string& name, const TrainConfig::Freeze& freeze) {
-  if (name.rfind("visual.merger.", 0) == 0) return freeze.merger;
-  if (name.rfind("visual.", 0) == 0) return freeze.vision_tower;
-  return freeze.llm;
-}
-
-qwen::Qwen2_5_VLModel load_model(const std::string& dir, const std::string& dtype) {
-  const auto config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
-  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(parameter_dtype(dtype)));
-  qwen::load_checkpoint(*model, dir, config.text.tie_word_embeddings);
-  return model;
+// lm_head makes the log-probs MPO optimizes: it trains with the decoder (freeze.llm covers both).
+qwen::FreezeRules freeze_rules(const TrainConfig::Freeze& freeze) {
+  return {freeze.vision_tower, freeze.merger, freeze.llm, /*lm_head_in_objective=*/true};
 }
 
 // One micro-batch, tokenized and on the device.
@@ -225,20 +217,19 @@ MpoTrainer::MpoTrainer(TrainConfig config) : config_(std::move(config)), device_
   torch::manual_seed(config_.train.seed);
   processor_ = std::make_unique<Qwen2_5_VLProcessor>(
       Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
-  policy_ = load_model(config_.model.path, config_.model.dtype);
-  policy_->to(device_);
+  policy_ = load_model(config_.model.path, config_.model.dtype, device_);
   policy_->train();
   // SFT alone never looks at a reference, so none is loaded (half the memory).
   if (config_.reference.source == ReferenceSource::kModel && !config_.sft_only()) {
-    reference_ = load_model(config_.reference.path.empty() ? config_.model.path : config_.reference.path, config_.model.dtype);
-    reference_->to(device_);
+    reference_ = load_model(config_.reference.path.empty() ? config_.model.path : config_.reference.path,
+                            config_.model.dtype, device_);
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
   }
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& item : policy_->named_parameters()) {
     torch::Tensor p = item.value();
-    if (is_frozen(item.key(), config_.freeze)) {
+    if (qwen::is_frozen(item.key(), freeze_rules(config_.freeze))) {
       p.set_requires_grad(false);
       continue;
     }
@@ -387,7 +378,7 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
   const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
   fs::remove_all(temp_dir);
   export_policy(temp_dir);
-  commit_checkpoint_dir(temp_dir, final_dir);
+  commit_directory(temp_dir, final_dir);
   logger.finish(fmt::format("done: {} steps -> {}", state_.global_step, final_dir));
   return final_dir;
 }
@@ -468,7 +459,7 @@ void MpoTrainer::run_schedule(const std::vector<PreferenceRecord>& data, const D
 }
 
 void MpoTrainer::export_policy(const std::string& dir) const {
-  export_hf_checkpoint(*policy_, config_.model.path, dir, config_.model.dtype);
+  qwen::export_pretrained(*policy_, config_.model.path, dir, config_.model.dtype, {kManifestFile});
 }
 
 std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
@@ -499,7 +490,7 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   if (state_.round >= 0) state["round"] = {{"index", state_.round}, {"start_step", state_.round_start_step}};
   write_file_atomic((temp / kTrainerStateFile).string(), state.dump(2) + "\n");
   write_manifest(temp.string());
-  commit_checkpoint_dir(temp.string(), final_dir.string());
+  commit_directory(temp.string(), final_dir.string());
   prune_checkpoints(config_.output.dir, config_.output.save_total_limit);
   return final_dir.string();
 }

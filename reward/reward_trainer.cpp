@@ -1,8 +1,6 @@
 #include "reward/reward_trainer.h"
 
 #include <cstdint>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -23,6 +21,7 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 
 namespace vlreward {
@@ -37,32 +36,9 @@ constexpr const char* kValueHeadFile = "value_head.safetensors";
 constexpr const char* kWeightName = "v_head.summary.weight";
 constexpr const char* kBiasName = "v_head.summary.bias";
 
-torch::ScalarType parameter_dtype(const std::string& name) {
-  return name == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
-}
-
-// Which freeze switch covers a parameter (hub names). lm_head never takes part in a reward.
-bool is_frozen(const std::string& name, const RewardTrainConfig::Freeze& freeze) {
-  if (name.rfind("visual.merger.", 0) == 0) return freeze.merger;
-  if (name.rfind("visual.", 0) == 0) return freeze.vision_tower;
-  if (name.rfind("lm_head.", 0) == 0) return true;
-  return freeze.llm;
-}
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // best effort: durability, not correctness, depends on it
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Renames a finished temp dir into place (replacing an older one) and makes the rename durable.
-void commit_dir(const std::string& temp_dir, const std::string& final_dir) {
-  fsync_path(temp_dir);
-  std::error_code ec;
-  if (fs::exists(final_dir, ec)) fs::remove_all(final_dir);
-  fs::rename(temp_dir, final_dir);
-  fsync_path(fs::path(final_dir).parent_path().string());
+// A reward never uses lm_head (the value head reads the last hidden state): it stays frozen whatever freeze.llm says.
+qwen::FreezeRules freeze_rules(const RewardTrainConfig::Freeze& freeze) {
+  return {freeze.vision_tower, freeze.merger, freeze.llm, /*lm_head_in_objective=*/false};
 }
 
 // FNV-1a over a file's bytes: enough to notice that a stage's data changed between runs.
@@ -193,10 +169,10 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(confi
   if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
   processor_ = std::make_unique<Qwen2_5_VLProcessor>(
       Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
-  const auto model_config = Qwen2_5_VLConfig::load((fs::path(config_.model.path) / "config.json").string());
-  model_ = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(parameter_dtype(config_.model.dtype)));
-  qwen::load_checkpoint(*model_, config_.model.path, model_config.text.tie_word_embeddings);
-  const int64_t hidden = model_config.text.hidden_size;
+  auto pretrained = qwen::load_pretrained(config_.model.path,
+                                         qwen::parse_parameter_dtype(config_.model.dtype, "model.dtype"), device_);
+  model_ = pretrained.model;
+  const int64_t hidden = pretrained.config.text.hidden_size;
   if (!config_.value_head.path.empty()) {
     head_ = load_value_head(config_.value_head.path, hidden);
   } else {
@@ -213,7 +189,7 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(confi
   model_->train();
   for (auto& item : model_->named_parameters()) {
     torch::Tensor p = item.value();
-    if (is_frozen(item.key(), config_.freeze)) {
+    if (qwen::is_frozen(item.key(), freeze_rules(config_.freeze))) {
       p.set_requires_grad(false);
       continue;
     }
@@ -330,31 +306,9 @@ PairEvaluation RewardTrainer::evaluate(const std::vector<PreferencePair>& pairs,
 }
 
 void RewardTrainer::export_model(const std::string& dir) const {
-  fs::create_directories(dir);
-  qwen::save_checkpoint(*model_, dir);
+  // Weights and the head come from memory; a DONE marker or manifest would describe another directory.
+  qwen::export_pretrained(*model_, config_.model.path, dir, config_.model.dtype, {kDoneFile, "manifest.json"});
   save_value_head(head_, (fs::path(dir) / kValueHeadFile).string());
-  for (const auto& entry : fs::directory_iterator(config_.model.path)) {
-    if (!entry.is_regular_file()) continue;
-    const std::string name = entry.path().filename().string();
-    auto ends_with = [&](const std::string& suffix) {
-      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
-    // Weights and the head come from memory; a DONE/manifest would describe another directory.
-    if (ends_with(".safetensors") || ends_with(".safetensors.index.json") || ends_with(".bin") ||
-        ends_with(".bin.index.json") || name == kDoneFile || name == "manifest.json")
-      continue;
-    const std::string target = (fs::path(dir) / name).string();
-    if (name == "config.json") {
-      auto cfg = read_json_file(entry.path().string());
-      if (cfg.contains("torch_dtype")) cfg["torch_dtype"] = config_.model.dtype;
-      cfg["dtype"] = config_.model.dtype;
-      if (cfg.contains("text_config") && cfg["text_config"].is_object() && cfg["text_config"].contains("dtype"))
-        cfg["text_config"]["dtype"] = config_.model.dtype;
-      write_file_atomic(target, cfg.dump(2) + "\n");
-    } else {
-      write_file_atomic(target, read_file(entry.path().string()));
-    }
-  }
 }
 
 void RewardTrainer::load_model(const std::string& dir) {
@@ -452,7 +406,7 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
     fs::remove_all(temp_dir);
     export_model(temp_dir);
     write_file_atomic((fs::path(temp_dir) / kDoneFile).string(), done.dump(2) + "\n");  // last: marks it complete
-    commit_dir(temp_dir, final_dir);
+    commit_directory(temp_dir, final_dir);
     // Later stages trained from an older version of this one are stale now.
     for (size_t later = k + 1; later < config_.stages.size(); ++later) fs::remove_all(stage_dir(config_, later));
     if (callbacks.on_stage_done) callbacks.on_stage_done(stage_number, final_dir);
@@ -462,7 +416,7 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
   const std::string temp_dir = (out_dir / ".tmp-final_model").string();
   fs::remove_all(temp_dir);
   export_model(temp_dir);
-  commit_dir(temp_dir, final_dir);
+  commit_directory(temp_dir, final_dir);
   return final_dir;
 }
 

@@ -12,7 +12,7 @@
 #include "adapters/common/error.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
-#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/config_reader.h"
 #include "reward/reward_inputs.h"
 #include "reward/value_head.h"
@@ -46,15 +46,13 @@ class SkyworkVLReward : public RewardBackend {
         device_(options.device),
         max_padding_fraction_(options.max_padding_fraction.value_or(
             device_.is_cpu() ? 0.05 : std::numeric_limits<double>::infinity())) {
-    const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(options.model_dir) / "config.json").string());
-    max_sample_tokens_ = options.max_sample_tokens.value_or(
-        std::min(config.text.max_position_embeddings, SkyworkVLOptions::kDefaultMaxSampleTokens));
-    const auto dtype = parse_dtype(options.dtype, "skywork_vl");
     // Parameters are created on the device and filled straight from the mapped checkpoint: no host copy of the
     // weights besides the mapping.
-    model_ = qwen::Qwen2_5_VLModel(config, torch::TensorOptions().dtype(dtype).device(device_));
-    qwen::load_checkpoint(*model_, options.model_dir, config.text.tie_word_embeddings);
-    model_->to(device_);
+    auto pretrained = qwen::load_pretrained(options.model_dir, parse_dtype(options.dtype, "skywork_vl"), device_);
+    const auto& config = pretrained.config;
+    max_sample_tokens_ = options.max_sample_tokens.value_or(
+        std::min(config.text.max_position_embeddings, SkyworkVLOptions::kDefaultMaxSampleTokens));
+    model_ = pretrained.model;
     model_->eval();
     model_->set_attention_impl(parse_attention(options.attention, "skywork_vl"));
     head_ = load_value_head(options.value_head_path, config.text.hidden_size);

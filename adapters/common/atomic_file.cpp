@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -70,18 +71,54 @@ void AtomicFileWriter::commit() {
     errno = saved;
     throw_io("rename", path_);
   }
-  // Make the rename itself durable.
-  int dir = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  fsync_directory(parent_dir(path_));  // the rename itself
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   AtomicFileWriter w(path);
   w.write(bytes);
   w.commit();
+}
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw_io("open", from);
+  AtomicFileWriter w(to);
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(in, buffer, sizeof buffer);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      ::close(in);
+      errno = saved;
+      throw_io("read", from);
+    }
+    w.write(buffer, static_cast<size_t>(n));
+  }
+  ::close(in);
+  w.commit();
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_io("opening the directory", dir);
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (rc != 0 && saved != EINVAL) throw_io("fsync", dir);
+}
+
+void commit_directory(const std::string& temp_dir, const std::string& final_dir) {
+  namespace fs = std::filesystem;
+  for (const auto& entry : fs::recursive_directory_iterator(temp_dir))
+    if (entry.is_directory()) fsync_directory(entry.path().string());
+  fsync_directory(temp_dir);
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  if (::rename(temp_dir.c_str(), final_dir.c_str()) != 0) throw_io("rename from " + temp_dir, final_dir);
+  fsync_directory(parent_dir(final_dir));
 }
 
 }  // namespace vlreward

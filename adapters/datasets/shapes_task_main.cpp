@@ -12,12 +12,13 @@
 #include <torch/torch.h>
 
 #include "adapters/common/atomic_file.h"
-#include "adapters/datasets/model_init.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/datasets/shapes_task.h"
 #include "reward/cli_common.h"
 
 namespace po = boost::program_options;
 namespace ds = vlreward::datasets;
+namespace qwen = vlreward::qwen;
 
 namespace {
 
@@ -70,13 +71,13 @@ int init_model(int argc, char** argv) {
       ("std", po::value<double>()->default_value(0.02), "standard deviation of the initial weights");
   po::variables_map vm;
   if (!parse(argc, argv, options, vm)) return 0;
-  ds::InitModelOptions o;
+  qwen::InitPretrainedOptions o;
   o.config_path = vm["config"].as<std::string>();
   o.out_dir = vm["out"].as<std::string>();
   o.files_from = vm["files-from"].as<std::string>();
   o.seed = vm["seed"].as<uint64_t>();
   o.std = vm["std"].as<double>();
-  const bool wrote = ds::init_model(o);
+  const bool wrote = qwen::init_pretrained(o);
   std::fprintf(stderr, "shapes-task init-model: %s %s\n", wrote ? "wrote" : "already complete:", o.out_dir.c_str());
   return 0;
 }
