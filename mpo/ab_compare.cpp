@@ -9,31 +9,23 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/progress.h"
-#include "adapters/hf/qwen2_5_vl_config.h"
-#include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
+#include "reward/batch_scoring.h"
 
 namespace vlreward::mpo {
 namespace fs = std::filesystem;
 
 std::vector<Response> generate_for_policy(const std::string& dir, const std::string& label,
                                           const std::vector<PromptRecord>& prompts, const AbCompareOptions& options) {
-  if (options.dtype != "float32" && options.dtype != "bfloat16")
-    throw InputError("--policy-dtype", "must be float32 or bfloat16, not \"" + options.dtype + "\"");
+  const auto dtype = qwen::parse_parameter_dtype(options.dtype, "--policy-dtype");
   const torch::Device device(options.device);
   if (device.is_cuda() && !torch::cuda::is_available())
     throw InputError("--policy-device", "\"" + options.device + "\" requested but CUDA is not available");
-  const std::string config_path = (fs::path(dir) / "config.json").string();
-  if (!fs::exists(config_path)) throw InputError(dir, "not a Hugging Face checkpoint directory (no config.json)");
-
-  const auto config = Qwen2_5_VLConfig::load(config_path);
-  const auto processor = Qwen2_5_VLProcessor::from_directory(dir, options.processor);
   // The model lives only in this scope: freed before the next policy loads.
-  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(options.dtype == "bfloat16" ? torch::kBFloat16
-                                                                                              : torch::kFloat32));
-  qwen::load_checkpoint(*model, dir, config.text.tie_word_embeddings);
-  model->to(device);
+  auto model = qwen::load_pretrained(dir, dtype, device).model;
+  const auto processor = Qwen2_5_VLProcessor::from_directory(dir, options.processor);
 
   std::unique_ptr<ProgressBar> bar;
   if (options.progress) bar = std::make_unique<ProgressBar>("generate " + label, static_cast<int64_t>(prompts.size()), "prompts");
@@ -85,44 +77,23 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
   std::unique_ptr<ProgressBar> bar;
   if (progress) bar = std::make_unique<ProgressBar>("score", static_cast<int64_t>(items.size()), "responses");
   int64_t failed = 0;
-  for (size_t start = 0; start < items.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t end = std::min(items.size(), start + static_cast<size_t>(batch_size));
-    std::vector<RewardRequest> batch;
-    for (size_t k = start; k < end; ++k) {
-      const auto& row = rows[items[k].row];
-      batch.push_back(reward_request(prompts[items[k].row], items[k].b ? row.response_b : row.response_a,
-                                     row.id + (items[k].b ? "/b" : "/a")));
-    }
-    std::vector<RewardResult> results;
-    std::string batch_error;
-    try {
-      results = reward.score(batch);
-      if (results.size() != batch.size())
-        batch_error = "reward backend returned " + std::to_string(results.size()) + " results for " +
-                      std::to_string(batch.size()) + " requests";
-    } catch (const std::exception& e) {
-      batch_error = std::string("reward backend failed on this batch: ") + e.what();
-    }
-    for (size_t k = start; k < end; ++k) {
-      auto& row = rows[items[k].row];
-      std::optional<double>& score = items[k].b ? row.reward_b : row.reward_a;
-      std::string& error = items[k].b ? row.error_b : row.error_a;
-      if (!batch_error.empty()) {
-        score.reset();
-        error = batch_error;
-      } else {
-        const auto& result = results[k - start];
-        if (result.ok() && std::isfinite(*result.score)) {
-          score = *result.score;
-          error.clear();
-        } else {
-          score.reset();
-          error = result.ok() ? "reward is not finite" : result.error.empty() ? "reward failed" : result.error;
-        }
-      }
-      failed += score ? 0 : 1;
-    }
-    if (bar) bar->advance(static_cast<int64_t>(end - start), failed ? std::to_string(failed) + " failed" : "");
+  const auto results = score_in_batches(
+      reward, items.size(), batch_size,
+      [&](size_t k) {
+        const auto& row = rows[items[k].row];
+        return reward_request(prompts[items[k].row], items[k].b ? row.response_b : row.response_a,
+                              row.id + (items[k].b ? "/b" : "/a"));
+      },
+      [&](const std::vector<RewardResult>& batch_results) {
+        for (const auto& r : batch_results) failed += r.ok() ? 0 : 1;
+        if (bar) bar->advance(static_cast<int64_t>(batch_results.size()), failed ? std::to_string(failed) + " failed" : "");
+      });
+  for (size_t k = 0; k < items.size(); ++k) {
+    auto& row = rows[items[k].row];
+    std::optional<double>& score = items[k].b ? row.reward_b : row.reward_a;
+    std::string& error = items[k].b ? row.error_b : row.error_a;
+    score = results[k].score;
+    error = results[k].error;
   }
   for (auto& row : rows)
     if (row.response_b == row.response_a) {

@@ -14,6 +14,7 @@
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
 #include "mpo/rollout.h"
+#include "reward/batch_scoring.h"
 
 namespace vlreward::mpo {
 namespace {
@@ -175,30 +176,23 @@ BuiltPairs build_pairs(const std::vector<PromptRecord>& prompts, const std::vect
   double reward_sum = 0;
   s.reward_min = std::numeric_limits<double>::infinity();
   s.reward_max = -std::numeric_limits<double>::infinity();
-  for (size_t start = 0; start < where.size(); start += static_cast<size_t>(reward_batch_size)) {
-    const size_t end = std::min(where.size(), start + static_cast<size_t>(reward_batch_size));
-    std::vector<RewardRequest> batch;
-    for (size_t k = start; k < end; ++k) {
-      const auto [i, j] = where[k];
-      batch.push_back(reward_request(prompts[i], responses[i][j], fmt::format("{}/{}", prompts[i].id, j)));
+  const std::vector<RewardResult> results =
+      score_in_batches(reward, where.size(), reward_batch_size, [&](size_t k) {
+        const auto [i, j] = where[k];
+        return reward_request(prompts[i], responses[i][j], fmt::format("{}/{}", prompts[i].id, j));
+      });
+  for (size_t k = 0; k < where.size(); ++k) {
+    const RewardResult& r = results[k];
+    if (!r.ok()) {
+      ++s.reward_errors;
+      continue;
     }
-    const std::vector<RewardResult> results = reward.score(batch);
-    if (results.size() != batch.size())
-      throw std::runtime_error(fmt::format("reward backend \"{}\" returned {} results for {} requests", reward.name(),
-                                           results.size(), batch.size()));
-    for (size_t k = start; k < end; ++k) {
-      const RewardResult& r = results[k - start];
-      if (!r.ok() || !std::isfinite(*r.score)) {
-        ++s.reward_errors;
-        continue;
-      }
-      const auto [i, j] = where[k];
-      scored[i][j].score = *r.score;
-      ++s.responses_scored;
-      reward_sum += *r.score;
-      s.reward_min = std::min(s.reward_min, *r.score);
-      s.reward_max = std::max(s.reward_max, *r.score);
-    }
+    const auto [i, j] = where[k];
+    scored[i][j].score = *r.score;
+    ++s.responses_scored;
+    reward_sum += *r.score;
+    s.reward_min = std::min(s.reward_min, *r.score);
+    s.reward_max = std::max(s.reward_max, *r.score);
   }
   if (s.responses_scored > 0) {
     s.reward_mean = reward_sum / static_cast<double>(s.responses_scored);

@@ -17,6 +17,7 @@
 #include "adapters/common/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "reward/batch_scoring.h"
 #include "adapters/common/progress.h"
 #include "adapters/hf/byte_level.h"
 #include "reward/image_input.h"
@@ -150,17 +151,7 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
     std::vector<RewardRequest> batch;
     for (auto& p : pending)
       if (p.request) batch.push_back(*p.request);
-    std::vector<RewardResult> results;
-    if (!batch.empty()) {
-      try {
-        results = backend.score(batch);
-      } catch (const std::exception& e) {
-        results.assign(batch.size(), RewardResult::failure(std::string("backend failed: ") + e.what()));
-      }
-      if (results.size() != batch.size())
-        results.assign(batch.size(), RewardResult::failure(fmt::format(
-                                         "backend returned {} results for {} requests", results.size(), batch.size())));
-    }
+    const std::vector<RewardResult> results = score_batch(backend, batch);
     std::string text;
     size_t next = 0;
     int64_t scored = 0, failed = 0;
@@ -168,8 +159,7 @@ ScoreJsonlSummary score_jsonl(RewardBackend& backend, const ScoreJsonlOptions& o
       nlohmann::json record{{"id", p.id}};
       if (p.request) {
         const RewardResult& r = results[next++];
-        if (r.ok() && !std::isfinite(*r.score)) record["error"] = fmt::format("backend returned a non-finite score ({})", *r.score);
-        else if (r.ok()) record["score"] = *r.score;
+        if (r.ok()) record["score"] = *r.score;
         else record["error"] = r.error;
         if (record.contains("score") && !r.components.empty()) record["components"] = r.components;
       } else {

@@ -15,6 +15,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "reward/batch_scoring.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
 
@@ -229,17 +230,12 @@ VlrbEvaluation evaluate_vlrb(RewardBackend& backend, std::vector<VlrbPair> pairs
   std::vector<std::pair<size_t, int>> owners;  // (pair, response; -1 = both) of each request in `batch`
   auto flush = [&] {
     if (batch.empty()) return;
-    auto results = backend.score(batch);
-    if (results.size() != batch.size())
-      throw std::runtime_error(fmt::format("reward backend \"{}\" returned {} results for {} requests",
-                                           backend.name(), results.size(), batch.size()));
+    const auto results = score_batch(backend, batch);
     for (size_t j = 0; j < results.size(); ++j) {
       const auto [p, k] = owners[j];
       const int shown_k = std::max(k, 0);
       if (!results[j].ok()) {
         if (errors[p].empty()) errors[p] = fmt::format("response {}: {}", shown_k, results[j].error);
-      } else if (!std::isfinite(*results[j].score)) {
-        if (errors[p].empty()) errors[p] = fmt::format("response {}: non-finite score {}", shown_k, *results[j].score);
       } else {
         for (int r = 0; r < 2; ++r)
           if (k == r || k == -1) got[p][r] = *results[j].score;

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 
 #include <filesystem>
@@ -16,6 +17,8 @@
 #include "adapters/image/image_decode.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
+#include "reward/batch_scoring.h"
+#include "reward/batch_scoring.h"
 #include "reward/score_jsonl.h"
 
 namespace fs = std::filesystem;
@@ -305,4 +308,69 @@ TEST(RewardScore, ImagesResolveAsPathsBase64AndDataUris) {
   EXPECT_EQ(parts[3].text, "q");  // images first, then the question, as the model card orders them
   EXPECT_THROW(parse_score_line(R"({"id": 1, "question": "q", "response": "r", "images": "pic.png"})", 1, dir.string()),
                InputError);
+}
+
+namespace {
+
+// Answers by the response text: "throw" throws for its whole batch, "drop" is left out of the results, "nan" scores
+// NaN, "fail" fails with a message, "silent" fails without one; anything else scores its length.
+class PolicyProbe : public RewardBackend {
+ public:
+  std::string name() const override { return "probe"; }
+  RewardCapabilities capabilities() const override { return {}; }
+  std::vector<RewardResult> score(const std::vector<RewardRequest>& batch) override {
+    ++calls;
+    std::vector<RewardResult> out;
+    for (const auto& r : batch) {
+      if (r.response == "throw") throw std::runtime_error("exploded");
+      if (r.response == "drop") continue;
+      if (r.response == "nan") out.push_back(RewardResult::success(std::nan("")));
+      else if (r.response == "silent") out.push_back(RewardResult::failure(""));
+      else if (r.response == "fail") out.push_back(RewardResult::failure("cannot"));
+      else out.push_back(RewardResult::success(static_cast<double>(r.response.size())));
+    }
+    return out;
+  }
+  int calls = 0;
+};
+
+}  // namespace
+
+// The one failure policy of every caller of a backend: per-item failures and non-finite scores are errors of their
+// item, an exception is an error of its batch's items, a result count that does not match is the backend's bug.
+TEST(BatchScoring, OneFailurePolicyForEveryCaller) {
+  PolicyProbe backend;
+  const std::vector<std::string> responses = {"a", "bb", "nan", "fail", "silent", "ccc", "throw", "dddd", "e"};
+  std::vector<std::string> made;
+  std::vector<size_t> batch_sizes;
+  const auto results = score_in_batches(
+      backend, responses.size(), 3,
+      [&](size_t i) {
+        made.push_back(responses[i]);
+        RewardRequest r;
+        r.id = std::to_string(i);
+        r.response = responses[i];
+        return r;
+      },
+      [&](const std::vector<RewardResult>& batch) { batch_sizes.push_back(batch.size()); });
+  EXPECT_EQ(made, responses);
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{3, 3, 3}));
+  EXPECT_EQ(backend.calls, 3);
+  ASSERT_EQ(results.size(), responses.size());
+  EXPECT_EQ(results[0].score, 1.0);
+  EXPECT_EQ(results[1].score, 2.0);
+  EXPECT_FALSE(results[2].ok());
+  EXPECT_EQ(results[2].error, "reward backend \"probe\" returned a non-finite score (nan)");
+  EXPECT_EQ(results[3].error, "cannot");
+  EXPECT_EQ(results[4].error, "reward backend \"probe\" failed without saying why");
+  EXPECT_EQ(results[5].score, 3.0);
+  for (size_t i = 6; i < 9; ++i) {  // the whole third batch: an exception fails its items, not the run
+    EXPECT_FALSE(results[i].ok());
+    EXPECT_EQ(results[i].error, "reward backend \"probe\" failed on this batch of 3: exploded") << i;
+  }
+  RewardRequest drop;
+  drop.response = "drop";
+  EXPECT_THROW(score_batch(backend, {drop}), std::runtime_error);  // 0 results for 1 request: the backend's bug
+  EXPECT_TRUE(score_batch(backend, {}).empty());
+  EXPECT_THROW(score_in_batches(backend, 1, 0, [&](size_t) { return drop; }), std::invalid_argument);
 }
