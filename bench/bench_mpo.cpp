@@ -105,15 +105,15 @@ bool decays(std::string name) {
   return !std::regex_search(name, no_decay);
 }
 
-std::vector<PreferenceExample> read_pairs(const std::string& path) {
+std::vector<PreferenceRecord> read_pairs(const std::string& path) {
   std::ifstream in(path);
   if (!in) usage("cannot open " + path);
   const std::string dir = path.substr(0, path.find_last_of('/') + 1);
-  std::vector<PreferenceExample> out;
+  std::vector<PreferenceRecord> out;
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     const auto j = nlohmann::json::parse(line);
-    PreferenceExample e;
+    PreferenceRecord e;
     e.id = j.at("id").get<std::string>();
     for (const auto& rel : j.at("images")) e.images.push_back(RewardImage::from_path(dir + rel.get<std::string>()));
     if (j.contains("system")) e.system_prompt = j.at("system").get<std::string>();

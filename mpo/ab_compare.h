@@ -13,7 +13,7 @@
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "mpo/ab_report.h"
-#include "mpo/preference_data.h"
+#include "reward/preference_data.h"
 #include "mpo/rollout.h"
 #include "plugin/reward.h"
 

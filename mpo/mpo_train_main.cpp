@@ -12,7 +12,8 @@
 #include "adapters/common/error.h"
 #include "mpo/checkpoint.h"
 #include "mpo/online.h"
-#include "mpo/preference_data.h"
+#include "mpo/data_fingerprint.h"
+#include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/trainer.h"
 #include "reward/cli_common.h"
@@ -64,7 +65,7 @@ static int mpo_train(int argc, char** argv) {
                                "--output-dir");
   }
 
-  auto data = vlreward::mpo::read_preference_jsonl(config.data.train, config.data.image_root, !config.sft_only());
+  auto data = vlreward::read_preference_jsonl(config.data.train, config.data.image_root, !config.sft_only());
   const auto fingerprint = vlreward::mpo::fingerprint_file(config.data.train, static_cast<int64_t>(data.size()));
   vlreward::mpo::MpoTrainer trainer(config);
   if (resume_dir) {

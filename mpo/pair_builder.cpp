@@ -216,9 +216,8 @@ BuiltPairs build_pairs(const std::vector<PromptRecord>& prompts, const std::vect
     for (size_t k = 0; k < selection.pairs.size(); ++k) {
       const SelectedPair& p = selection.pairs[k];
       const std::string id = fmt::format("{}/{}", prompt.id, k);
-      PreferenceRecord record;
-      record.example = {id, prompt.images, prompt.system_prompt, prompt.question, scored[i][p.chosen].text,
-                        scored[i][p.rejected].text};
+      PreferenceRecord record{id, prompt.images, prompt.system_prompt, prompt.question, scored[i][p.chosen].text,
+                              scored[i][p.rejected].text};
       record.source = "round pairs: " + id;
       out.records.push_back(std::move(record));
       nlohmann::json line{{"id", id}, {"prompt_id", prompt.id}, {"images", prompt.image_references},

@@ -25,7 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "mpo/preference_data.h"
+#include "reward/preference_data.h"
 #include "plugin/reward.h"
 
 namespace vlreward::mpo {

@@ -117,7 +117,7 @@ namespace {
 
 // tokenize_pair and tokenize_sft: `with_rejected` false skips the rejected completion. With the Qwen2-VL
 // template the prompt prefix is the whole prompt either way, so the chosen tokens do not depend on it.
-TokenizedPair tokenize(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+TokenizedPair tokenize(const Qwen2_5_VLProcessor& processor, const PreferenceRecord& example,
                        const std::string& source, bool with_rejected) {
   if (example.chosen.empty()) throw_input_error(source, "\"chosen\" is empty");
   if (with_rejected && example.rejected.empty()) throw_input_error(source, "\"rejected\" is empty");
@@ -150,12 +150,12 @@ TokenizedPair tokenize(const Qwen2_5_VLProcessor& processor, const PreferenceExa
 
 }  // namespace
 
-TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceRecord& example,
                             const std::string& source) {
   return tokenize(processor, example, source, true);
 }
 
-TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceRecord& example,
                            const std::string& source) {
   return tokenize(processor, example, source, false);
 }

@@ -1,5 +1,5 @@
 #pragma once
-// Preference pairs as MPO trains on them: a JSONL example (images, question, chosen, rejected) turned into the
+// Preference pairs as MPO trains on them: a preference record (images, question, chosen, rejected) turned into the
 // token rows TRL 0.28's DPOTrainer builds for a vision-language model (chat-templated prompt with expanded image
 // pads, then each completion), plus the prompt's pixel values.
 #include <cstdint>
@@ -10,20 +10,9 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "mpo/logprobs.h"
 #include "plugin/reward.h"
+#include "reward/preference_data.h"
 
 namespace vlreward::mpo {
-
-// One line of an offline preference file (MMPR / RLAIF-V style):
-//   {"id": ..., "images": [path | base64 | data URI, ...], "question": "...", "chosen": "...", "rejected": "...",
-//    "system": "..." (optional)}
-struct PreferenceExample {
-  std::string id;
-  std::vector<RewardImage> images;
-  std::optional<std::string> system_prompt;
-  std::string question;
-  std::string chosen;
-  std::string rejected;
-};
 
 struct TokenizedPair {
   PreferencePairTokens tokens;
@@ -41,12 +30,12 @@ TokenizedPrompt tokenize_prompt(const Qwen2_5_VLProcessor& processor, const std:
                                 const std::string& source);
 
 // Throws InputError naming `source` (e.g. "pairs.jsonl:12") for an undecodable image or empty completion.
-TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+TokenizedPair tokenize_pair(const Qwen2_5_VLProcessor& processor, const PreferenceRecord& example,
                             const std::string& source);
 
 // SFT (loss_type [sft] alone): the prompt and the chosen completion only, tokenized exactly as tokenize_pair
 // tokenizes them (tokens.rejected stays empty; example.rejected is not used).
-TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceExample& example,
+TokenizedPair tokenize_sft(const Qwen2_5_VLProcessor& processor, const PreferenceRecord& example,
                            const std::string& source);
 
 }  // namespace vlreward::mpo

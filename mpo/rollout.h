@@ -14,7 +14,7 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/sampling.h"
-#include "mpo/preference_data.h"
+#include "reward/preference_data.h"
 #include "plugin/reward.h"
 
 namespace vlreward::mpo {

@@ -83,7 +83,7 @@ struct TrainConfig {
     bool progress = true;
   } output;
   struct Online {
-    std::string prompts;  // prompt JSONL (mpo/preference_data.h); images relative to data.image_root or its directory
+    std::string prompts;  // prompt JSONL (reward/preference_data.h); images relative to data.image_root or its directory
     int64_t rounds = 1;
     int64_t samples_per_prompt = 4;
     double temperature = 1.0;  // 0 = greedy

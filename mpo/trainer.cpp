@@ -63,7 +63,7 @@ MicroBatch prepare_sft_micro_batch(const Qwen2_5_VLProcessor& processor,
   std::vector<qwen::GridTHW> grids;
   int64_t patch_rows = 0, row_size = 0;
   for (const PreferenceRecord* record : records) {
-    TokenizedPair pair = tokenize_sft(processor, record->example, record->source);
+    TokenizedPair pair = tokenize_sft(processor, *record, record->source);
     std::vector<int64_t> row = std::move(pair.tokens.prompt);
     const auto prompt_length = static_cast<int64_t>(row.size());
     row.insert(row.end(), pair.tokens.chosen.begin(), pair.tokens.chosen.end());
@@ -109,7 +109,7 @@ MicroBatch prepare_micro_batch(const Qwen2_5_VLProcessor& processor, const std::
   std::vector<qwen::GridTHW> grids;
   int64_t rows = 0, row_size = 0;
   for (const PreferenceRecord* record : records) {
-    TokenizedPair pair = tokenize_pair(processor, record->example, record->source);
+    TokenizedPair pair = tokenize_pair(processor, *record, record->source);
     tokens.push_back(std::move(pair.tokens));
     pixels.insert(pixels.end(), pair.images.pixel_values.begin(), pair.images.pixel_values.end());
     grids.insert(grids.end(), pair.images.grid_thw.begin(), pair.images.grid_thw.end());

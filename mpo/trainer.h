@@ -44,7 +44,8 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
-#include "mpo/preference_data.h"
+#include "mpo/data_fingerprint.h"
+#include "reward/preference_data.h"
 #include "mpo/running_moments.h"
 #include "mpo/train_config.h"
 

@@ -132,10 +132,10 @@ void truncate_metrics(const std::string& path, int64_t first_stage) {
   write_file_atomic(path, kept);
 }
 
-std::vector<PreferencePair> read_stage_data(const std::vector<std::string>& files, const std::string& image_root) {
-  std::vector<PreferencePair> pairs;
+std::vector<PreferenceRecord> read_stage_data(const std::vector<std::string>& files, const std::string& image_root) {
+  std::vector<PreferenceRecord> pairs;
   for (const auto& file : files) {
-    auto more = read_preference_pairs(file, image_root);
+    auto more = read_preference_jsonl(file, image_root);
     pairs.insert(pairs.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
   }
   return pairs;
@@ -201,11 +201,11 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(confi
 
 RewardTrainer::~RewardTrainer() = default;
 
-std::pair<torch::Tensor, torch::Tensor> RewardTrainer::score_pairs(const std::vector<const PreferencePair*>& pairs) {
+std::pair<torch::Tensor, torch::Tensor> RewardTrainer::score_pairs(const std::vector<const PreferenceRecord*>& pairs) {
   std::vector<RewardInput> inputs;
   inputs.reserve(2 * pairs.size());
   for (const bool chosen : {true, false})
-    for (const PreferencePair* pair : pairs)
+    for (const PreferenceRecord* pair : pairs)
       inputs.push_back(prepare_reward_input(*processor_, chosen ? pair->chosen_request() : pair->rejected_request(),
                                             pair->source + (chosen ? " (chosen)" : " (rejected)")));
   std::vector<const RewardInput*> rows;
@@ -236,7 +236,7 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
   optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(t.weight_decay));
 }
 
-RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferencePair*>>& micro_batches) {
+RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
   if (!optimizer_) throw std::logic_error("optimizer_step: begin_stage() first");
   if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
@@ -277,12 +277,12 @@ RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<co
   return out;
 }
 
-PairEvaluation RewardTrainer::evaluate(const std::vector<PreferencePair>& pairs, int64_t batch_size) {
+PairEvaluation RewardTrainer::evaluate(const std::vector<PreferenceRecord>& pairs, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   PairEvaluation out;
   double loss_sum = 0;
   for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
-    std::vector<const PreferencePair*> batch;
+    std::vector<const PreferenceRecord*> batch;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
       batch.push_back(&pairs[i]);
     auto [chosen, rejected] = score_pairs(batch);
@@ -327,10 +327,10 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
     if (entry.is_directory() && entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path());
 
   // Every stage's data is read up front, so a bad line fails the run before hours of training.
-  std::vector<std::vector<PreferencePair>> data;
+  std::vector<std::vector<PreferenceRecord>> data;
   for (const auto& stage : config_.stages) data.push_back(read_stage_data(stage.data, config_.data.image_root));
-  std::vector<PreferencePair> eval_pairs;
-  if (!config_.eval.data.empty()) eval_pairs = read_preference_pairs(config_.eval.data, config_.data.image_root);
+  std::vector<PreferenceRecord> eval_pairs;
+  if (!config_.eval.data.empty()) eval_pairs = read_preference_jsonl(config_.eval.data, config_.data.image_root);
 
   size_t first = 0;
   while (first < config_.stages.size() && stage_done(config_, first)) ++first;
@@ -370,9 +370,9 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
       const auto order = pair_order(n, config_.train.seed, static_cast<int64_t>(k), epoch, config_.data.shuffle);
       int64_t index = 0;
       while (index < n) {
-        std::vector<std::vector<const PreferencePair*>> micro;
+        std::vector<std::vector<const PreferenceRecord*>> micro;
         while (static_cast<int64_t>(micro.size()) < accumulation && index < n) {
-          std::vector<const PreferencePair*> batch;
+          std::vector<const PreferenceRecord*> batch;
           for (int64_t i = index; i < std::min(n, index + bs); ++i)
             batch.push_back(&pairs[static_cast<size_t>(order[static_cast<size_t>(i)])]);
           index = std::min(n, index + bs);

@@ -41,7 +41,7 @@
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
-#include "reward/preference_pairs.h"
+#include "reward/preference_data.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
 #include "reward/reward_inputs.h"
 #include "reward/reward_train_config.h"
@@ -86,13 +86,13 @@ class RewardTrainer {
   // --- building blocks (train() uses them; tests drive them directly) -----------------------------------------
   // Rewards of the pairs' chosen and rejected sides from one right-padded forward: {chosen [B], rejected [B]},
   // float32, differentiable. Throws InputError naming the pair's "path:line" for an undecodable image.
-  std::pair<torch::Tensor, torch::Tensor> score_pairs(const std::vector<const PreferencePair*>& pairs);
+  std::pair<torch::Tensor, torch::Tensor> score_pairs(const std::vector<const PreferenceRecord*>& pairs);
   // Starts a stage: a fresh AdamW at `learning_rate` over the trainable parameters, a schedule of total_steps.
   void begin_stage(double learning_rate, double warmup_ratio, int64_t total_steps);
   // One optimizer step over the micro-batches (each a non-empty list of pairs), at the schedule's current lr.
-  RewardStepMetrics optimizer_step(const std::vector<std::vector<const PreferencePair*>>& micro_batches);
+  RewardStepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);
   // Loss/accuracy/margin over `pairs` without gradients, batch_size pairs per forward.
-  PairEvaluation evaluate(const std::vector<PreferencePair>& pairs, int64_t batch_size);
+  PairEvaluation evaluate(const std::vector<PreferenceRecord>& pairs, int64_t batch_size);
   // The backbone + value head as a directory the skywork_vl backend loads (written in place: callers rename).
   void export_model(const std::string& dir) const;
   // Loads backbone weights and value head from an exported directory.

@@ -15,6 +15,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "adapters/common/jsonl.h"
 #include "reward/batch_scoring.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
@@ -143,19 +144,9 @@ VlrbPair parse_vlrb_line(const std::string& line, int64_t line_number, const std
 }
 
 std::vector<VlrbPair> read_vlrb_file(const std::string& path, VlrbCategorySource category_source) {
-  const std::string text = read_file(path);
   std::vector<VlrbPair> pairs;
   std::map<std::string, int64_t> seen;  // cal.py's item key (id + query + sorted responses) → line
-  size_t start = 0;
-  int64_t line_number = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    start = end + 1;
-    ++line_number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+  for_each_jsonl_line(path, [&](const std::string& line, const std::string&, int64_t line_number) {
     auto pair = parse_vlrb_line(line, line_number, path, category_source);
     auto sorted = pair.responses;
     std::sort(sorted.begin(), sorted.end());
@@ -165,7 +156,7 @@ std::vector<VlrbPair> read_vlrb_file(const std::string& path, VlrbCategorySource
       throw_input_error(fmt::format("{}:{}", path, line_number),
                         "pair \"{}\" repeats line {} (same id, query and responses)", pair.id, it->second);
     pairs.push_back(std::move(pair));
-  }
+  });
   if (pairs.empty()) throw_input_error(path, "no pairs (the file is empty)");
   return pairs;
 }

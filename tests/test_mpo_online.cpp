@@ -24,7 +24,8 @@
 #include "mpo/checkpoint.h"
 #include "mpo/online.h"
 #include "mpo/pair_builder.h"
-#include "mpo/preference_data.h"
+#include "mpo/data_fingerprint.h"
+#include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/trainer.h"
 #include "reward/cli_common.h"
@@ -249,10 +250,10 @@ TEST(PairBuildRound, ScoresBatchesDropsErrorsAndCountsEverything) {
 
   // Records ready for the trainer and the JSONL lines: ids, original image references, scores, system prompt.
   ASSERT_EQ(built.records.size(), 3u);
-  EXPECT_EQ(built.records[0].example.id, "p0/0");
-  EXPECT_EQ(built.records[0].example.chosen, "great");
-  EXPECT_EQ(built.records[0].example.rejected, "poor");
-  EXPECT_EQ(built.records[2].example.id, "p2/1");
+  EXPECT_EQ(built.records[0].id, "p0/0");
+  EXPECT_EQ(built.records[0].chosen, "great");
+  EXPECT_EQ(built.records[0].rejected, "poor");
+  EXPECT_EQ(built.records[2].id, "p2/1");
   EXPECT_EQ(built.lines[0]["images"], json::array({"local.png"}));
   EXPECT_EQ(built.lines[0]["chosen_score"], 3.0);
   EXPECT_EQ(built.lines[0]["rejected_score"], 0.0);
@@ -260,8 +261,8 @@ TEST(PairBuildRound, ScoresBatchesDropsErrorsAndCountsEverything) {
   write_pairs_jsonl(dir / "pairs.jsonl", built.lines);
   const auto back = read_preference_jsonl(dir / "pairs.jsonl", jsonl_image_root(dir / "prompts.jsonl"));
   ASSERT_EQ(back.size(), 3u);
-  EXPECT_EQ(back[0].example.images.at(0).path, dir / "local.png");
-  EXPECT_EQ(back[1].example.question, built.records[1].example.question);
+  EXPECT_EQ(back[0].images.at(0).path, dir / "local.png");
+  EXPECT_EQ(back[1].question, built.records[1].question);
   // The same inputs give the same file (a stable data fingerprint).
   const std::string first = read_file(dir / "pairs.jsonl");
   TableReward again({{"great", 3.0}, {"fine", 2.0}, {"ok", 1.0}, {"ok2", 1.0}, {"poor", 0.0}, {"tiny", 0.05}});
@@ -277,7 +278,7 @@ TEST(PairBuildRound, SystemPromptTravelsAndAllErrorsGiveNoPairs) {
   auto built = build_pairs(prompts, {{"a", "b"}}, reward, options(PairMode::kMaxMin, 1, 0));
   ASSERT_EQ(built.lines.size(), 1u);
   EXPECT_EQ(built.lines[0]["system"], "Be brief.");
-  EXPECT_EQ(built.records[0].example.system_prompt.value_or(""), "Be brief.");
+  EXPECT_EQ(built.records[0].system_prompt.value_or(""), "Be brief.");
   auto failed = build_pairs(prompts, {{"FAIL", "FAIL"}}, reward, options(PairMode::kMaxMin, 1, 0));
   EXPECT_EQ(failed.stats.pairs, 0);
   EXPECT_EQ(failed.stats.reward_errors, 2);
@@ -466,8 +467,8 @@ TEST(SftMode, TrainsWithoutReferenceAndTheLossFalls) {
   EXPECT_TRUE(config.sft_only());
   auto data = read_preference_jsonl(config.data.train, "", false);
   ASSERT_EQ(data.size(), 4u);
-  EXPECT_EQ(data[0].example.chosen, "A red shape number 0.");
-  EXPECT_EQ(data[3].example.chosen, "A red shape number 3.");  // "chosen" of a pair line
+  EXPECT_EQ(data[0].chosen, "A red shape number 0.");
+  EXPECT_EQ(data[3].chosen, "A red shape number 3.");  // "chosen" of a pair line
   MpoTrainer trainer(config);
   EXPECT_FALSE(trainer.has_reference_model());
   trainer.train(data, fingerprint_file(config.data.train, 4));

@@ -70,7 +70,7 @@ const Qwen2_5_VLProcessor& processor() {
 // pairs.jsonl (mpo-train's format). Pair 0's image is handed over as encoded bytes, the others as paths, so both
 // RewardImage forms are exercised.
 struct FixturePair {
-  PreferenceExample example;
+  PreferenceRecord example;
   std::string source;
 };
 std::vector<FixturePair> fixture_pairs() {
@@ -257,7 +257,7 @@ TEST(MpoStep, ConcatenatedBatchIsTrlsFlushedBatch) {
 
 TEST(MpoStep, TokenizePairErrorsNameThePair) {
   auto base = fixture_pairs().at(1).example;
-  auto expect_error = [](const PreferenceExample& e, const std::string& needle) {
+  auto expect_error = [](const PreferenceRecord& e, const std::string& needle) {
     try {
       tokenize_pair(processor(), e, "pairs.jsonl:7");
       ADD_FAILURE() << "no error for " << needle;
@@ -288,7 +288,7 @@ TEST(MpoStep, TokenizePairErrorsNameThePair) {
 }
 
 TEST(MpoStep, TextOnlyPairHasNoVisionTokens) {
-  PreferenceExample e;
+  PreferenceRecord e;
   e.question = "Say hello.";
   e.chosen = "Hello!";
   e.rejected = "No.";

@@ -30,7 +30,8 @@
 #include "adapters/qwen2_5_vl/weights.h"
 #include "mpo/checkpoint.h"
 #include "mpo/crc32c.h"
-#include "mpo/preference_data.h"
+#include "mpo/data_fingerprint.h"
+#include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/train_log.h"
 #include "mpo/trainer.h"
@@ -474,7 +475,7 @@ TEST_F(MpoTrainConfigErrors, DataErrorsNameTheLineAndField) {
     return read_preference_jsonl(path);
   }();
   ASSERT_EQ(records.size(), 1u);
-  EXPECT_EQ(records[0].example.images.at(0).path, dir_ / "local.png");
+  EXPECT_EQ(records[0].images.at(0).path, dir_ / "local.png");
   EXPECT_EQ(records[0].ref_chosen_logp, -1.5);
   EXPECT_EQ(records[0].source, path + ":1");
 }

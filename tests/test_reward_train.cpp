@@ -31,7 +31,7 @@
 #include "adapters/hf/safetensors_torch.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
-#include "reward/preference_pairs.h"
+#include "reward/preference_data.h"
 #include "reward/reward_inputs.h"
 #include "reward/reward_train_config.h"
 #include "reward/reward_trainer.h"
@@ -125,10 +125,10 @@ double rel(double a, double e, double floor = 1e-12) { return std::abs(a - e) / 
 TEST(RewardTrain, OneStepMatchesPyTorch) {
   TempDir tmp;
   RewardTrainer trainer(config_of(base_config(tmp.path())));
-  const auto pairs = read_preference_pairs(kDir + "/pairs.jsonl");
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
   ASSERT_EQ(pairs.size(), 3u);
   ASSERT_TRUE(pairs[2].images.empty());  // the text-only pair
-  std::vector<const PreferencePair*> batch{&pairs[0], &pairs[1], &pairs[2]};
+  std::vector<const PreferenceRecord*> batch{&pairs[0], &pairs[1], &pairs[2]};
 
   // The rows: chosen x3 then rejected x3, right padded, exactly the reference's ids.
   {
@@ -279,7 +279,7 @@ TEST(RewardTrain, BadDataLinesNamePathAndLine) {
   const std::string good = json{{"id", "a"}, {"images", {image}}, {"question", "q"}, {"chosen", "c"}, {"rejected", "r"}}.dump();
   auto error_for = [&](const std::string& second_line) {
     write_text(path, good + "\n" + second_line + "\n");
-    return error_of([&] { read_preference_pairs(path); });
+    return error_of([&] { read_preference_jsonl(path); });
   };
   EXPECT_NE(error_for("{not json").find(path + ":2: malformed JSON"), std::string::npos);
   EXPECT_NE(error_for(R"({"id": "b", "question": "q", "rejected": "r"})").find(path + ":2: chosen: missing"), std::string::npos);
@@ -293,13 +293,13 @@ TEST(RewardTrain, BadDataLinesNamePathAndLine) {
   EXPECT_NE(error_for(R"({"id": "a", "question": "q", "chosen": "c", "rejected": "r"})").find(path + ":2: id: duplicate \"a\""),
             std::string::npos);
   write_text(path, "\n\n");
-  EXPECT_NE(error_of([&] { read_preference_pairs(path); }).find("no preference pairs"), std::string::npos);
-  EXPECT_NE(error_of([&] { read_preference_pairs(tmp / "missing.jsonl"); }).find("no such file"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_preference_jsonl(path); }).find("no preference pairs"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_preference_jsonl(tmp / "missing.jsonl"); }).find("no such file"), std::string::npos);
 
   // Text-only pairs, "image" (singular), system prompts, blank lines and CRLF.
   write_text(path, good + "\r\n\n" + R"({"question": "q2", "chosen": "c", "rejected": "r", "system": "s", "meta": 1})" +
                        "\n" + json{{"image", image}, {"question", "q3"}, {"chosen", "c"}, {"rejected", "r"}}.dump() + "\n");
-  const auto pairs = read_preference_pairs(path);
+  const auto pairs = read_preference_jsonl(path);
   ASSERT_EQ(pairs.size(), 3u);
   EXPECT_EQ(pairs[1].id, "3");
   EXPECT_TRUE(pairs[1].images.empty());
@@ -348,12 +348,12 @@ TEST(RewardTrain, ExportLoadsInSkyworkBackendWithTheSameScores) {
   EXPECT_DOUBLE_EQ(lines[1]["eval"]["accuracy"].get<double>(), evals[0].accuracy);
 
   // The exported directory, loaded by the skywork_vl backend, scores as the trained model in memory.
-  const PairEvaluation mine = trainer.evaluate(read_preference_pairs(kDir + "/pairs.jsonl"), 1);
+  const PairEvaluation mine = trainer.evaluate(read_preference_jsonl(kDir + "/pairs.jsonl"), 1);
   RewardRegistry registry;
   register_reward_backends(registry);
   // Unlimited padding: each pair's two sides share one forward, as in evaluate().
   auto backend = registry.create({{"type", "skywork_vl"}, {"model", final_dir}, {"max_padding_fraction", 1e9}});
-  const auto pairs = read_preference_pairs(kDir + "/pairs.jsonl");
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
   double worst = 0;
   for (size_t i = 0; i < pairs.size(); ++i) {
     auto results = backend->score({pairs[i].chosen_request(), pairs[i].rejected_request()});
@@ -438,7 +438,7 @@ TEST(RewardTrain, FrozenVisionTowerStaysBitIdentical) {
     EXPECT_NE(name.rfind("lm_head.", 0), 0u) << name;
   }
   const auto before = snapshot(trainer);
-  const auto pairs = read_preference_pairs(kDir + "/pairs.jsonl");
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
   trainer.begin_stage(1e-2, 0.0, 2);
   trainer.optimizer_step({{&pairs[0], &pairs[1]}});
   trainer.optimizer_step({{&pairs[2]}, {&pairs[0]}});  // accumulation over two micro-batches
@@ -478,7 +478,7 @@ TEST(RewardTrain, SeparablePairsRaiseAccuracy) {
   j["value_head"] = {{"init", "normal"}, {"seed", 3}};
   j["stages"] = json::array({{{"data", path}, {"learning_rate", 3e-3}, {"batch_size", 4}, {"epochs", 4}}});
   RewardTrainer trainer(config_of(j));
-  const auto pairs = read_preference_pairs(path);
+  const auto pairs = read_preference_jsonl(path);
   const PairEvaluation before = trainer.evaluate(pairs, 8);
   trainer.train();
   const PairEvaluation after = trainer.evaluate(pairs, 8);

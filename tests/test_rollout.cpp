@@ -13,7 +13,7 @@
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "mpo/pair_tokenization.h"
-#include "mpo/preference_data.h"
+#include "reward/preference_data.h"
 #include "mpo/rollout.h"
 
 namespace fs = std::filesystem;
@@ -104,7 +104,7 @@ TEST(PromptFile, ErrorsNameTheLineAndField) {
 
 TEST(Rollout, PromptTokensAreThePairPromptTokens) {
   const auto p = prompts();
-  PreferenceExample example{p[0].id, p[0].images, p[0].system_prompt, p[0].question, "yes", "no"};
+  PreferenceRecord example{p[0].id, p[0].images, p[0].system_prompt, p[0].question, "yes", "no"};
   const auto pair = tokenize_pair(processor(), example, "pair");
   const auto prompt = tokenize_prompt(processor(), p[0].images, p[0].system_prompt, p[0].question, "prompt");
   EXPECT_EQ(prompt.ids, pair.tokens.prompt);

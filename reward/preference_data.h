@@ -1,5 +1,6 @@
 #pragma once
-// Offline preference data for mpo-train: JSONL, one pair per line (MMPR / RLAIF-V style):
+// Preference data: JSONL, one pair per line (MMPR / RLAIF-V style), read by mpo-train, reward-train and the online
+// loop alike:
 //   {"id": "q1", "images": ["img.png" | base64 | data URI, ...] (or "image": ...), "question": "...",
 //    "chosen": "...", "rejected": "...", "system": "..." (optional),
 //    "ref_chosen_logp": -12.3, "ref_rejected_logp": -15.0 (optional, both or neither: precomputed reference)}
@@ -12,14 +13,13 @@
 //   {"id": "q1", "images": [...] (or "image"), "question": "...", "system": "..." (optional),
 //    "reference": "..." (optional ground-truth answer; "answer" is accepted as its alias)}
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "mpo/pair_tokenization.h"
+#include "plugin/reward.h"
 
-namespace vlreward::mpo {
+namespace vlreward {
 
 // The prompt part shared by every record kind: id, images, system prompt, question (+ optional reference).
 struct PromptRecord {
@@ -32,11 +32,21 @@ struct PromptRecord {
   std::string source;  // "path:line"
 };
 
+// One preference pair (or SFT example) of either trainer.
 struct PreferenceRecord {
-  PreferenceExample example;  // example.rejected is empty for SFT-only records
+  std::string id;
+  std::vector<RewardImage> images;
+  std::optional<std::string> system_prompt;
+  std::string question;
+  std::string chosen;
+  std::string rejected;  // empty for SFT-only records
   std::optional<double> ref_chosen_logp;
   std::optional<double> ref_rejected_logp;
   std::string source;  // "path:line", for errors raised later (image decoding, tokenization)
+
+  // The reward requests that score each side: one user turn [images..., question] and the completion.
+  RewardRequest chosen_request() const;
+  RewardRequest rejected_request() const;
 };
 
 // Throws InputError naming "path:line" and the field for malformed JSON, a missing or non-string field, an
@@ -58,17 +68,4 @@ std::vector<PromptRecord> read_prompt_jsonl(const std::string& path, const std::
 // The directory relative image references of `path` are resolved against: image_root, or the file's directory.
 std::string jsonl_image_root(const std::string& path, const std::string& image_root = {});
 
-// Calls `visit(line, "path:line", line number)` for each non-blank line of a JSONL file (CRLF tolerated). Throws InputError
-// for a missing file; returns the number of lines visited.
-int64_t for_each_jsonl_line(const std::string& path,
-                            const std::function<void(const std::string& line, const std::string& source, int64_t line_number)>& visit);
-
-// A fingerprint of the data for checkpoints: a resumed run must see the same pairs in the same order.
-struct DataFingerprint {
-  int64_t num_examples = 0;
-  uint32_t crc32c = 0;  // over the file's bytes
-  std::string path;     // the file (for messages and the checkpoint's record); empty = data.train
-};
-DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples);
-
-}  // namespace vlreward::mpo
+}  // namespace vlreward

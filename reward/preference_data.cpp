@@ -1,4 +1,4 @@
-#include "mpo/preference_data.h"
+#include "reward/preference_data.h"
 
 #include <cerrno>
 #include <cmath>
@@ -11,11 +11,11 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "adapters/common/jsonl.h"
 #include "adapters/common/mapped_file.h"
-#include "mpo/crc32c.h"
 #include "reward/image_input.h"
 
-namespace vlreward::mpo {
+namespace vlreward {
 namespace fs = std::filesystem;
 namespace {
 
@@ -79,28 +79,16 @@ void assign_id(std::string& id, int64_t line_number, std::set<std::string>& seen
   else if (!seen.insert(id).second) throw InputError(source, fmt::format("id: duplicate \"{}\"", id));
 }
 
+RewardRequest request_for(const PreferenceRecord& record, const std::string& response, const char* side) {
+  RewardRequest request = RewardRequest::single_turn(record.id + "/" + side, record.images, record.question, response);
+  request.system_prompt = record.system_prompt;
+  return request;
+}
+
 }  // namespace
 
-int64_t for_each_jsonl_line(const std::string& path,
-                            const std::function<void(const std::string& line, const std::string& source, int64_t line_number)>& visit) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw InputError(path, "no such file");
-  const std::string content = read_file(path);
-  size_t start = 0;
-  int64_t line_number = 0, visited = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos) end = content.size();
-    ++line_number;
-    std::string line = content.substr(start, end - start);
-    start = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    visit(line, fmt::format("{}:{}", path, line_number), line_number);
-    ++visited;
-  }
-  return visited;
-}
+RewardRequest PreferenceRecord::chosen_request() const { return request_for(*this, chosen, "chosen"); }
+RewardRequest PreferenceRecord::rejected_request() const { return request_for(*this, rejected, "rejected"); }
 
 PreferenceRecord parse_preference_line(const std::string& line, const std::string& source, const std::string& image_root,
                                        bool require_rejected) {
@@ -108,7 +96,7 @@ PreferenceRecord parse_preference_line(const std::string& line, const std::strin
   PreferenceRecord record;
   record.source = source;
   PromptRecord prompt = parse_prompt_fields(obj, source, image_root);
-  auto& ex = record.example;
+  auto& ex = record;
   ex.id = std::move(prompt.id);
   ex.images = std::move(prompt.images);
   ex.system_prompt = std::move(prompt.system_prompt);
@@ -142,7 +130,7 @@ std::vector<PreferenceRecord> read_preference_jsonl(const std::string& path, con
   std::set<std::string> ids;
   for_each_jsonl_line(path, [&](const std::string& line, const std::string& source, int64_t line_number) {
     PreferenceRecord record = parse_preference_line(line, source, root, require_rejected);
-    assign_id(record.example.id, line_number, ids, source);
+    assign_id(record.id, line_number, ids, source);
     records.push_back(std::move(record));
   });
   if (records.empty())
@@ -174,9 +162,4 @@ std::string jsonl_image_root(const std::string& path, const std::string& image_r
   return resolve_image_root(path, image_root);
 }
 
-DataFingerprint fingerprint_file(const std::string& path, int64_t num_examples) {
-  const std::string content = read_file(path);
-  return {num_examples, crc32c(content), path};
-}
-
-}  // namespace vlreward::mpo
+}  // namespace vlreward
