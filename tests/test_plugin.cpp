@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
+#include "plugin/config_reader.h"
 #include "plugin/plugin_abi.h"
 #include "plugin/registry.h"
 
@@ -215,6 +218,37 @@ TEST(Registry, DuplicateTypeRejected) {
   } catch (const RewardConfigError& e) {
     EXPECT_STREQ(e.what(), "reward backend type \"plugin\" is registered twice");
   }
+}
+
+// Integers in configs: only whole numbers the target type holds. The JSON library would convert 4e53 to an int64
+// (undefined behaviour) and -1 to a huge unsigned value.
+TEST(ConfigReader, IntegersMustFitTheirType) {
+  const nlohmann::json config = {{"huge", 4.11111e53}, {"fraction", 2.5}, {"whole_float", 16.0}, {"negative", -1},
+                                 {"big_unsigned", 18446744073709551615ull}, {"ok", 7}, {"nan_text", "7"}};
+  auto error = [&](const std::function<void(ConfigReader&)>& read) {
+    ConfigReader reader(config, "cfg");
+    try {
+      read(reader);
+    } catch (const RewardConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("huge"); }).find("cfg.huge: must be an integer in"),
+            std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("fraction"); }).find("got 2.5"), std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<uint64_t>("negative"); }).find("cfg.negative: must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("big_unsigned"); }).find("must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int>("big_unsigned"); }).find("must be an integer"), std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("nan_text"); }).find("has the wrong type"), std::string::npos);
+  ConfigReader reader(config, "cfg");
+  EXPECT_EQ(reader.required<int64_t>("whole_float"), 16);
+  EXPECT_EQ(reader.required<int>("ok"), 7);
+  EXPECT_EQ(reader.required<int64_t>("negative"), -1);
+  EXPECT_EQ(reader.required<uint64_t>("big_unsigned"), 18446744073709551615ull);
+  EXPECT_EQ(reader.required<double>("fraction"), 2.5);
 }
 
 }  // namespace
