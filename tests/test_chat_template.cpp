@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/test_support.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/chat_template.h"
@@ -38,23 +39,7 @@ size_t count(const std::string& text, const std::string& needle) {
   return n;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("vlreward_chat_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  void write(const std::string& name, const std::string& text) const {
-    std::ofstream(path_ / name, std::ios::binary) << text;
-  }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using test_support::TempDir;
 
 TEST(ChatTemplate, RendersEveryFixtureConversationExactly) {
   const Json cases = load_json(kFixtures / "chat_cases.json");

@@ -21,6 +21,7 @@
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "fake_reward_backend.h"
+#include "tests/test_support.h"
 #include "mpo/checkpoint.h"
 #include "mpo/online.h"
 #include "mpo/pair_builder.h"
@@ -41,23 +42,7 @@ const std::string kFixtures = VLREWARD_FIXTURES_DIR;
 const std::string kTinyModel = kFixtures + "/model/tiny";
 const std::string kImages = kFixtures + "/reward/images";
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mpo_online_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 

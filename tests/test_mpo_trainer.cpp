@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "tests/test_support.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
@@ -46,23 +47,7 @@ const std::string kFixtures = VLREWARD_FIXTURES_DIR;
 const std::string kTinyModel = kFixtures + "/model/tiny";
 const std::string kImages = kFixtures + "/reward/images";
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mpo_trainer_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/test_support.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
@@ -49,23 +50,7 @@ const std::string kHead = kFixtures + "/reward/value_head.safetensors";
 const std::string kImages = kFixtures + "/reward/images";
 const std::string kRepoRoot = fs::path(kFixtures).parent_path().parent_path().string();
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "reward_train_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
