@@ -1,6 +1,6 @@
 #pragma once
 // Shared pieces of the fuzz targets. A target feeds one input to one parser and returns; bad input must end in
-// one of the project's documented errors (InputError, RewardConfigError, ServeError: each names the input and the
+// one of the project's documented errors (InputError, ConfigError, ServeError: each names the input and the
 // problem). Any other exception is a finding: the target aborts so libFuzzer (or the corpus replay) reports it.
 #include <unistd.h>
 
@@ -25,8 +25,7 @@ template <typename F>
 void expect_documented_errors_only(const char* what, F&& parse) {
   try {
     parse();
-  } catch (const InputError&) {
-  } catch (const RewardConfigError&) {
+  } catch (const InputError&) {  // ConfigError included
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: undocumented exception: %s\n", what, e.what());
     std::abort();

@@ -47,7 +47,7 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
                 int64_t batch_size, bool progress);
 
 // The whole run: reads the prompts, builds the reward backend from `reward_config` (registry, as reward-score),
-// generates, scores and summarizes. Throws InputError for unreadable prompts or checkpoints, RewardConfigError
+// generates, scores and summarizes. Throws InputError for unreadable prompts or checkpoints, ConfigError
 // for a bad reward config.
 AbResult run_ab_compare(const AbCompareOptions& options, const nlohmann::json& reward_config);
 

@@ -20,7 +20,7 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/weights.h"
-#include "mpo/crc32c.h"
+#include "adapters/common/crc32c.h"
 
 namespace vlreward::mpo {
 namespace fs = std::filesystem;

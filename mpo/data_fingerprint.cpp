@@ -1,7 +1,7 @@
 #include "mpo/data_fingerprint.h"
 
 #include "adapters/common/mapped_file.h"
-#include "mpo/crc32c.h"
+#include "adapters/common/crc32c.h"
 
 namespace vlreward::mpo {
 

@@ -50,7 +50,7 @@ std::string_view loss_term_name(LossTerm term) {
 LossTerm parse_loss_term(std::string_view name, const std::string& source) {
   for (LossTerm term : kAllTerms)
     if (loss_term_name(term) == name) return term;
-  throw_input_error(source, "unknown loss type \"{}\" (expected one of sigmoid, bco_pair, sft)", name);
+  throw ConfigError(source, fmt::format("unknown loss type \"{}\" (expected one of sigmoid, bco_pair, sft)", name));
 }
 
 bool LossConfig::uses(LossTerm term) const { return std::find(terms.begin(), terms.end(), term) != terms.end(); }
@@ -62,20 +62,20 @@ double LossConfig::weight_sum() const {
 }
 
 void LossConfig::validate(const std::string& source) const {
-  if (terms.empty()) throw_input_error(source, "loss_type: at least one loss term is required");
+  if (terms.empty()) throw ConfigError(source, "loss_type: at least one loss term is required");
   for (size_t i = 0; i < terms.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       if (terms[i] == terms[j])
-        throw_input_error(source, "loss_type: \"{}\" appears twice (each term at most once)", loss_term_name(terms[i]));
+        throw ConfigError(source, fmt::format("loss_type: \"{}\" appears twice (each term at most once)", loss_term_name(terms[i])));
   if (weights.size() != terms.size())
-    throw_input_error(source, "loss_weights: {} weights for {} loss terms (need one per term)", weights.size(),
-                      terms.size());
+    throw ConfigError(source, fmt::format("loss_weights: {} weights for {} loss terms (need one per term)", weights.size(),
+                      terms.size()));
   for (size_t i = 0; i < weights.size(); ++i)
     if (!std::isfinite(weights[i]) || weights[i] < 0)
-      throw_input_error(source, "loss_weights[{}]: must be a finite number >= 0, got {}", i, weights[i]);
-  if (!std::isfinite(beta) || beta <= 0) throw_input_error(source, "beta: must be a finite number > 0, got {}", beta);
+      throw ConfigError(source, fmt::format("loss_weights[{}]: must be a finite number >= 0, got {}", i, weights[i]));
+  if (!std::isfinite(beta) || beta <= 0) throw ConfigError(source, fmt::format("beta: must be a finite number > 0, got {}", beta));
   if (!std::isfinite(label_smoothing) || label_smoothing < 0 || label_smoothing >= 0.5)
-    throw_input_error(source, "label_smoothing: must be in [0, 0.5), got {}", label_smoothing);
+    throw ConfigError(source, fmt::format("label_smoothing: must be in [0, 0.5), got {}", label_smoothing));
 }
 
 torch::Tensor dpo_sigmoid_losses(const PreferenceLogps& in, double beta, double label_smoothing) {

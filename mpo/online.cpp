@@ -14,9 +14,9 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
+#include "adapters/common/train_log.h"
 #include "mpo/checkpoint.h"
 #include "mpo/rollout.h"
-#include "mpo/train_log.h"
 #include "reward/cli_common.h"
 
 namespace vlreward::mpo {
@@ -68,31 +68,6 @@ PairStats stats_from_json(const json& j, const std::string& path) {
   } catch (const json::exception& e) {
     throw InputError(path, fmt::format("not a pair statistics file: {}", e.what()));
   }
-}
-
-// metrics.jsonl before it is reopened: a round line of a round without DONE (killed between the line and the
-// marker) would be written again, so it goes. MetricsJsonl then drops step lines past the resume point.
-void drop_unfinished_round_lines(const std::string& path, const std::string& output) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path, std::ios::binary);
-  std::string kept;
-  bool changed = false;
-  for (std::string line; std::getline(in, line);) {
-    json record;
-    try {
-      record = json::parse(line);
-    } catch (const json::exception&) {
-      kept += line + "\n";  // MetricsJsonl decides about torn lines
-      continue;
-    }
-    if (record.is_object() && record.contains("round_summary") && record.contains("round") &&
-        !is_done(output, record["round"].get<int64_t>())) {
-      changed = true;
-      continue;
-    }
-    kept += line + "\n";
-  }
-  if (changed) write_file_atomic(path, kept);
 }
 
 // Mean training metrics of round r's optimizer steps: from metrics.jsonl when it is kept (steps before a resume
@@ -229,8 +204,16 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
   std::unique_ptr<MetricsJsonl> metrics;
   if (config.output.jsonl) {
     metrics_path = path_in(output, "metrics.jsonl");
-    drop_unfinished_round_lines(metrics_path, output);
-    metrics = std::make_unique<MetricsJsonl>(metrics_path, trainer.state().global_step);
+    const int64_t resume_step = trainer.state().global_step;
+    metrics = std::make_unique<MetricsJsonl>(metrics_path, [&](const json& line) {
+      // A round line of a round without DONE (killed between the line and the marker) would be written again.
+      auto round = line.find("round");
+      if (line.contains("round_summary") && round != line.end() && round->is_number_integer() &&
+          !is_done(output, round->get<int64_t>()))
+        return false;
+      auto step = line.find("step");
+      return step != line.end() && step->is_number_integer() && step->get<int64_t>() <= resume_step;
+    });
   }
   std::unique_ptr<TensorBoardWriter> tensorboard;
   if (config.output.tensorboard) tensorboard = std::make_unique<TensorBoardWriter>(path_in(output, "tensorboard"));

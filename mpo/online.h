@@ -49,7 +49,7 @@ struct OnlineResult {
 
 // `resume`: nullopt = a fresh run (refused if the output dir already holds rounds or checkpoints), "auto" or a
 // checkpoint dir. `reward`: the backend to score with; null = created from config.reward through the registry.
-// Throws InputError / RewardConfigError naming the file or key at fault.
+// Throws InputError / ConfigError naming the file or key at fault.
 OnlineResult run_online(const TrainConfig& config, const std::optional<std::string>& resume,
                         RewardBackend* reward = nullptr, const OnlineHooks& hooks = {});
 

@@ -4,14 +4,13 @@
 #include <cstdint>
 
 #include "adapters/common/config_file.h"
-#include "adapters/common/config_section.h"
-#include "adapters/common/error.h"
+#include "plugin/config_reader.h"
 
 namespace vlreward::mpo {
 namespace {
 
 using nlohmann::json;
-using Section = ConfigSection;
+using Section = ConfigReader;
 
 }  // namespace
 
@@ -20,38 +19,24 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   Section root(config, "", source);
 
   Section model = root.section("model");
-  c.model.path = model.required_text("path");
-  c.model.dtype = model.text("dtype", c.model.dtype);
-  if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
-    model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
-  c.model.device = model.text("device", c.model.device);
-  if (c.model.device != "cpu" && c.model.device.rfind("cuda", 0) != 0)
-    model.fail("device", "must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + c.model.device + "\"");
-  c.model.bf16_autocast = model.flag("bf16_autocast", c.model.bf16_autocast);
-  for (const char* key : {"min_pixels", "max_pixels"}) {
-    auto v = model.integer(key);
-    if (v && *v <= 0) model.fail(key, "must be > 0");
-    (std::string(key) == "min_pixels" ? c.model.min_pixels : c.model.max_pixels) = v;
-  }
+  static_cast<qwen::ModelSource&>(c.model) = qwen::read_model_section(model);
+  c.model.bf16_autocast = model.optional<bool>("bf16_autocast", c.model.bf16_autocast);
   model.finish();
 
   Section reference = root.section("reference");
-  const std::string ref_source = reference.text("source", "model");
+  const std::string ref_source = reference.optional<std::string>("source", "model");
   if (ref_source == "model") c.reference.source = ReferenceSource::kModel;
   else if (ref_source == "precomputed") c.reference.source = ReferenceSource::kPrecomputed;
   else reference.fail("source", "must be \"model\" or \"precomputed\", got \"" + ref_source + "\"");
-  c.reference.path = reference.text("path", "");
+  c.reference.path = reference.optional<std::string>("path", "");
   if (c.reference.source == ReferenceSource::kPrecomputed && !c.reference.path.empty())
     reference.fail("path", "is only used with source \"model\"");
   reference.finish();
 
   Section freeze = root.section("freeze");
-  c.freeze.vision_tower = freeze.flag("vision_tower", false);
-  c.freeze.merger = freeze.flag("merger", false);
-  c.freeze.llm = freeze.flag("llm", false);
-  freeze.finish();
+  c.freeze = qwen::read_freeze_section(freeze, c.freeze);
   if (c.freeze.vision_tower && c.freeze.merger && c.freeze.llm)
-    throw InputError(source, "freeze: vision_tower, merger and llm are all frozen: nothing would train");
+    throw ConfigError(source, "freeze: vision_tower, merger and llm are all frozen: nothing would train");
 
   const bool online = root.raw("online") != nullptr;
   Section data = root.section("data");
@@ -60,8 +45,8 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   } else {
     c.data.train = data.required_text("train");
   }
-  c.data.image_root = data.text("image_root", "");
-  c.data.shuffle = data.flag("shuffle", true);
+  c.data.image_root = data.optional<std::string>("image_root", "");
+  c.data.shuffle = data.optional<bool>("shuffle", true);
   data.finish();
 
   Section loss = root.section("loss");
@@ -71,9 +56,9 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     } else if (types->is_array()) {
       c.loss.terms.clear();
       for (size_t i = 0; i < types->size(); ++i) {
-        const std::string where = loss.path("loss_type") + "[" + std::to_string(i) + "]";
-        if (!(*types)[i].is_string()) throw InputError(source, where + ": must be a string, got " + (*types)[i].dump());
-        c.loss.terms.push_back(parse_loss_term((*types)[i].get<std::string>(), source + ": " + where));
+        const std::string where = "loss_type[" + std::to_string(i) + "]";
+        c.loss.terms.push_back(
+            parse_loss_term(loss.element<std::string>((*types)[i], where), source + ": " + loss.path(where)));
       }
     } else {
       loss.fail("loss_type", "must be a loss name or a list of them, got " + types->dump());
@@ -81,26 +66,17 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     // Weights default to 1 per term (TRL), unless given.
     c.loss.weights.assign(c.loss.terms.size(), 1.0);
   }
-  if (const json* weights = loss.raw("loss_weights")) {
-    if (!weights->is_array()) loss.fail("loss_weights", "must be a list of numbers, got " + weights->dump());
-    c.loss.weights.clear();
-    for (size_t i = 0; i < weights->size(); ++i) {
-      if (!(*weights)[i].is_number())
-        throw InputError(source, loss.path("loss_weights") + "[" + std::to_string(i) + "]: must be a number, got " +
-                                     (*weights)[i].dump());
-      c.loss.weights.push_back((*weights)[i].get<double>());
-    }
-  }
-  c.loss.beta = loss.number("beta", c.loss.beta);
-  c.loss.label_smoothing = loss.number("label_smoothing", c.loss.label_smoothing);
-  const std::string sft_tokens = loss.text("sft_tokens", "completion");
+  if (auto weights = loss.maybe<std::vector<double>>("loss_weights")) c.loss.weights = *weights;
+  c.loss.beta = loss.optional<double>("beta", c.loss.beta);
+  c.loss.label_smoothing = loss.optional<double>("label_smoothing", c.loss.label_smoothing);
+  const std::string sft_tokens = loss.optional<std::string>("sft_tokens", "completion");
   if (sft_tokens == "completion") c.sft_tokens = SftTokens::kCompletion;
   else if (sft_tokens == "trl_0.28") c.sft_tokens = SftTokens::kTrl028IgnoreIdZero;
   else loss.fail("sft_tokens", "must be \"completion\" or \"trl_0.28\", got \"" + sft_tokens + "\"");
   loss.finish();
   c.loss.validate(source + ": loss");
   if (c.reference.source == ReferenceSource::kPrecomputed && c.loss.terms.size() == 1 && c.loss.uses(LossTerm::kSft))
-    throw InputError(source, "reference.source: \"precomputed\" has no use with loss_type [sft]");
+    throw ConfigError(source, "reference.source: \"precomputed\" has no use with loss_type [sft]");
 
   Section train = root.section("train");
   auto& t = c.train;
@@ -116,37 +92,37 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     if (!(v >= 0 && v < 1)) train.fail(key, "must be in [0, 1), got " + json(v).dump());
     return v;
   };
-  t.learning_rate = positive("learning_rate", train.number("learning_rate", t.learning_rate));
-  t.weight_decay = non_negative("weight_decay", train.number("weight_decay", t.weight_decay));
-  t.adam_beta1 = unit("adam_beta1", train.number("adam_beta1", t.adam_beta1));
-  t.adam_beta2 = unit("adam_beta2", train.number("adam_beta2", t.adam_beta2));
-  t.adam_epsilon = positive("adam_epsilon", train.number("adam_epsilon", t.adam_epsilon));
-  t.warmup_ratio = train.number("warmup_ratio", t.warmup_ratio);
+  t.learning_rate = positive("learning_rate", train.optional<double>("learning_rate", t.learning_rate));
+  t.weight_decay = non_negative("weight_decay", train.optional<double>("weight_decay", t.weight_decay));
+  t.adam_beta1 = unit("adam_beta1", train.optional<double>("adam_beta1", t.adam_beta1));
+  t.adam_beta2 = unit("adam_beta2", train.optional<double>("adam_beta2", t.adam_beta2));
+  t.adam_epsilon = positive("adam_epsilon", train.optional<double>("adam_epsilon", t.adam_epsilon));
+  t.warmup_ratio = train.optional<double>("warmup_ratio", t.warmup_ratio);
   if (!(t.warmup_ratio >= 0 && t.warmup_ratio <= 1)) train.fail("warmup_ratio", "must be in [0, 1], got " + json(t.warmup_ratio).dump());
-  t.max_grad_norm = non_negative("max_grad_norm", train.number("max_grad_norm", t.max_grad_norm));
-  t.batch_size = static_cast<int64_t>(positive("batch_size", static_cast<double>(train.integer("batch_size", t.batch_size))));
+  t.max_grad_norm = non_negative("max_grad_norm", train.optional<double>("max_grad_norm", t.max_grad_norm));
+  t.batch_size = static_cast<int64_t>(positive("batch_size", static_cast<double>(train.optional<int64_t>("batch_size", t.batch_size))));
   t.gradient_accumulation_steps = static_cast<int64_t>(
       positive("gradient_accumulation_steps",
-               static_cast<double>(train.integer("gradient_accumulation_steps", t.gradient_accumulation_steps))));
-  const std::optional<int64_t> epochs = train.integer("epochs");
+               static_cast<double>(train.optional<int64_t>("gradient_accumulation_steps", t.gradient_accumulation_steps))));
+  const std::optional<int64_t> epochs = train.maybe<int64_t>("epochs");
   t.epochs = static_cast<int64_t>(positive("epochs", static_cast<double>(epochs.value_or(t.epochs))));
-  t.max_steps = static_cast<int64_t>(non_negative("max_steps", static_cast<double>(train.integer("max_steps", t.max_steps))));
+  t.max_steps = static_cast<int64_t>(non_negative("max_steps", static_cast<double>(train.optional<int64_t>("max_steps", t.max_steps))));
   if (online && t.max_steps > 0) train.fail("max_steps", "is not used with online (each round trains online.epochs_per_round epochs)");
-  const int64_t seed = train.integer("seed", static_cast<int64_t>(t.seed));
+  const int64_t seed = train.optional<int64_t>("seed", static_cast<int64_t>(t.seed));
   if (seed < 0) train.fail("seed", "must be >= 0");
   t.seed = static_cast<uint64_t>(seed);
-  t.num_threads = static_cast<int64_t>(non_negative("num_threads", static_cast<double>(train.integer("num_threads", t.num_threads))));
+  t.num_threads = static_cast<int64_t>(non_negative("num_threads", static_cast<double>(train.optional<int64_t>("num_threads", t.num_threads))));
   train.finish();
 
   Section output = root.section("output");
   c.output.dir = output.required_text("dir");
-  c.output.save_steps = output.integer("save_steps", c.output.save_steps);
+  c.output.save_steps = output.optional<int64_t>("save_steps", c.output.save_steps);
   if (c.output.save_steps < 0) output.fail("save_steps", "must be >= 0 (0 = only at the end)");
-  c.output.save_total_limit = output.integer("save_total_limit", c.output.save_total_limit);
+  c.output.save_total_limit = output.optional<int64_t>("save_total_limit", c.output.save_total_limit);
   if (c.output.save_total_limit < 1) output.fail("save_total_limit", "must be >= 1 (the newest checkpoint is the resume point)");
-  c.output.tensorboard = output.flag("tensorboard", c.output.tensorboard);
-  c.output.jsonl = output.flag("jsonl", c.output.jsonl);
-  c.output.progress = output.flag("progress", c.output.progress);
+  c.output.tensorboard = output.optional<bool>("tensorboard", c.output.tensorboard);
+  c.output.jsonl = output.optional<bool>("jsonl", c.output.jsonl);
+  c.output.progress = output.optional<bool>("progress", c.output.progress);
   output.finish();
 
   if (online) {
@@ -154,22 +130,22 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     TrainConfig::Online on;
     on.prompts = o.required_text("prompts");
     auto at_least = [&](const char* key, int64_t fallback, int64_t minimum) {
-      const int64_t v = o.integer(key, fallback);
+      const int64_t v = o.optional<int64_t>(key, fallback);
       if (v < minimum) o.fail(key, fmt::format("must be >= {}, got {}", minimum, v));
       return v;
     };
     on.rounds = at_least("rounds", on.rounds, 1);
     on.samples_per_prompt = at_least("samples_per_prompt", on.samples_per_prompt, 2);
-    on.temperature = o.number("temperature", on.temperature);
+    on.temperature = o.optional<double>("temperature", on.temperature);
     if (on.temperature < 0) o.fail("temperature", "must be >= 0 (0 = greedy)");
-    on.top_p = o.number("top_p", on.top_p);
+    on.top_p = o.optional<double>("top_p", on.top_p);
     if (!(on.top_p > 0 && on.top_p <= 1)) o.fail("top_p", "must be in (0, 1], got " + json(on.top_p).dump());
     on.top_k = at_least("top_k", on.top_k, 0);
     on.max_new_tokens = at_least("max_new_tokens", on.max_new_tokens, 1);
     on.seed = static_cast<uint64_t>(at_least("seed", 0, 0));
-    on.pairs.min_margin = o.number("min_margin", on.pairs.min_margin);
+    on.pairs.min_margin = o.optional<double>("min_margin", on.pairs.min_margin);
     if (on.pairs.min_margin < 0) o.fail("min_margin", "must be >= 0");
-    const std::string mode = o.text("pair_mode", "max_min");
+    const std::string mode = o.optional<std::string>("pair_mode", "max_min");
     if (mode == "max_min") on.pairs.mode = PairMode::kMaxMin;
     else if (mode == "max_random") on.pairs.mode = PairMode::kMaxRandom;
     else o.fail("pair_mode", "must be \"max_min\" or \"max_random\", got \"" + mode + "\"");
@@ -184,12 +160,12 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
                                        "train.epochs (it is {})", on.epochs_per_round, *epochs));
     c.train.epochs = on.epochs_per_round;
     const json* reward_config = root.raw("reward");
-    if (reward_config == nullptr) throw InputError(source, "reward: is required with online (a reward backend config, {type: ...})");
-    if (!reward_config->is_object()) throw InputError(source, "reward: must be a mapping with a \"type\", got " + reward_config->dump());
+    if (reward_config == nullptr) throw ConfigError(source, "reward: is required with online (a reward backend config, {type: ...})");
+    if (!reward_config->is_object()) throw ConfigError(source, "reward: must be a mapping with a \"type\", got " + reward_config->dump());
     c.reward = *reward_config;
     c.online = on;
   } else if (root.raw("reward") != nullptr) {
-    throw InputError(source, "reward: is only used with online (add an online: section or remove reward)");
+    throw ConfigError(source, "reward: is only used with online (add an online: section or remove reward)");
   }
 
   root.finish();

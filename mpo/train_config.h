@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/qwen2_5_vl/pretrained_config.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_builder.h"
@@ -36,22 +37,14 @@ namespace vlreward::mpo {
 enum class ReferenceSource { kModel, kPrecomputed };
 
 struct TrainConfig {
-  struct Model {
-    std::string path;              // HF checkpoint dir of the initial policy (config, weights, tokenizer, processor)
-    std::string dtype = "float32";  // parameter dtype while training
-    std::string device = "cpu";
-    bool bf16_autocast = true;     // CUDA only: forward passes under bf16 autocast (float32 master weights)
-    std::optional<int64_t> min_pixels, max_pixels;
+  struct Model : qwen::ModelSource {  // path: the initial policy
+    bool bf16_autocast = true;         // CUDA only: forward passes under bf16 autocast (float32 master weights)
   } model;
   struct Reference {
     ReferenceSource source = ReferenceSource::kModel;
     std::string path;  // reference checkpoint; empty = model.path (the initial policy)
   } reference;
-  struct Freeze {
-    bool vision_tower = false;  // visual.* except visual.merger.*
-    bool merger = false;        // visual.merger.*
-    bool llm = false;           // model.*, lm_head.*
-  } freeze;
+  qwen::FreezeRules freeze;  // lm_head trains with the decoder (lm_head_in_objective)
   struct Data {
     std::string train;       // JSONL preference pairs
     std::string image_root;  // for relative image paths; empty = the JSONL's directory

@@ -17,6 +17,7 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/batch.h"
+#include "adapters/common/train_log.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "adapters/qwen2_5_vl/autocast.h"
@@ -24,7 +25,6 @@
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_tokenization.h"
-#include "mpo/train_log.h"
 
 namespace vlreward::mpo {
 namespace fs = std::filesystem;
@@ -42,9 +42,26 @@ qwen::Qwen2_5_VLModel load_model(const std::string& dir, const std::string& dtyp
   return qwen::load_pretrained(dir, qwen::parse_parameter_dtype(dtype, "model.dtype"), device).model;
 }
 
-// lm_head makes the log-probs MPO optimizes: it trains with the decoder (freeze.llm covers both).
-qwen::FreezeRules freeze_rules(const TrainConfig::Freeze& freeze) {
-  return {freeze.vision_tower, freeze.merger, freeze.llm, /*lm_head_in_objective=*/true};
+// The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
+std::string progress_status(const std::map<std::string, double>& metrics) {
+  auto get = [&](const char* key) {
+    auto it = metrics.find(key);
+    return it == metrics.end() ? 0.0 : it->second;
+  };
+  return fmt::format("loss {:.4f} acc {:.2f} margin {:.3f} lr {:.2e} |g| {:.3f} {:.0f} tok/s", get("loss"),
+                     get("rewards/accuracies"), get("rewards/margins"), get("lr"), get("grad_norm"),
+                     get("tokens_per_second"));
+}
+
+TrainLogOptions log_options(const TrainConfig& config, bool jsonl) {
+  TrainLogOptions options;
+  options.dir = config.output.dir;
+  options.jsonl = jsonl;
+  options.tensorboard = config.output.tensorboard;
+  options.progress = config.output.progress;
+  options.label = "mpo-train";
+  options.status = progress_status;
+  return options;
 }
 
 // One micro-batch, tokenized and on the device.
@@ -229,7 +246,7 @@ MpoTrainer::MpoTrainer(TrainConfig config) : config_(std::move(config)), device_
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& item : policy_->named_parameters()) {
     torch::Tensor p = item.value();
-    if (qwen::is_frozen(item.key(), freeze_rules(config_.freeze))) {
+    if (qwen::is_frozen(item.key(), config_.freeze)) {
       p.set_requires_grad(false);
       continue;
     }
@@ -371,8 +388,7 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
   set_total_steps(total);
 
   fs::create_directories(config_.output.dir);
-  TrainLogger logger({config_.output.dir, config_.output.jsonl, config_.output.tensorboard, config_.output.progress},
-                     total, state_.global_step);
+  TrainLogger logger(log_options(config_, config_.output.jsonl), total, state_.global_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();
   const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
@@ -405,8 +421,7 @@ void MpoTrainer::train_round(int64_t round, const std::vector<PreferenceRecord>&
   fs::create_directories(config_.output.dir);
   // metrics.jsonl belongs to the online runner (one file over all rounds, with its round lines): the callbacks
   // write it. TensorBoard and the progress bar per round.
-  TrainLogger logger({config_.output.dir, false, config_.output.tensorboard, config_.output.progress}, total,
-                     state_.global_step - state_.round_start_step);
+  TrainLogger logger(log_options(config_, /*jsonl=*/false), total, state_.global_step - state_.round_start_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   logger.finish(fmt::format("round {}: {} steps (global step {})", round, total, state_.global_step));
 }

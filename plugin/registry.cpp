@@ -16,7 +16,7 @@ RewardRegistry::RewardRegistry() {
 
 void RewardRegistry::add(const std::string& type, RewardFactory factory) {
   if (!factories_.emplace(type, std::move(factory)).second)
-    throw RewardConfigError("reward backend type \"" + type + "\" is registered twice");
+    throw ConfigError("reward backend type \"" + type + "\" is registered twice");
 }
 
 std::vector<std::string> RewardRegistry::types() const {
@@ -26,14 +26,14 @@ std::vector<std::string> RewardRegistry::types() const {
 }
 
 std::unique_ptr<RewardBackend> RewardRegistry::create(const nlohmann::json& config, const std::string& where) const {
-  if (!config.is_object()) throw RewardConfigError(where + ": must be an object with a \"type\"");
+  if (!config.is_object()) throw ConfigError(where + ": must be an object with a \"type\"");
   auto type = config.find("type");
-  if (type == config.end() || !type->is_string()) throw RewardConfigError(where + ".type: is required (a string)");
+  if (type == config.end() || !type->is_string()) throw ConfigError(where + ".type: is required (a string)");
   auto it = factories_.find(type->get<std::string>());
   if (it == factories_.end()) {
     std::string known;
     for (const auto& t : types()) known += (known.empty() ? "" : ", ") + t;
-    throw RewardConfigError(where + ".type: unknown reward backend \"" + type->get<std::string>() +
+    throw ConfigError(where + ".type: unknown reward backend \"" + type->get<std::string>() +
                             "\" (known: " + known + ")");
   }
   nlohmann::json rest = config;

@@ -26,11 +26,11 @@ class RewardRegistry {
   // reward/ adds the neural, rule and composite backends (register_reward_backends in reward/backends.h).
   RewardRegistry();
 
-  void add(const std::string& type, RewardFactory factory);  // throws RewardConfigError on a duplicate type
+  void add(const std::string& type, RewardFactory factory);  // throws ConfigError on a duplicate type
   bool contains(const std::string& type) const { return factories_.count(type) != 0; }
   std::vector<std::string> types() const;
 
-  // Throws RewardConfigError naming the config path (`where`) and the problem: missing/unknown "type", or
+  // Throws ConfigError naming the config path (`where`) and the problem: missing/unknown "type", or
   // whatever the backend's factory rejects.
   std::unique_ptr<RewardBackend> create(const nlohmann::json& config, const std::string& where = "reward") const;
 

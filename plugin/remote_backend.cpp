@@ -61,7 +61,7 @@ struct ReplicaAddress {
 
 ReplicaAddress parse_replica_url(const std::string& url, RemoteProtocol protocol, const std::string& where) {
   auto bad = [&](const std::string& problem) -> ReplicaAddress {
-    throw RewardConfigError(fmt::format("{}: \"{}\" {}", where, url, problem));
+    throw ConfigError(fmt::format("{}: \"{}\" {}", where, url, problem));
   };
   ReplicaAddress a;
   a.url = url;
@@ -747,7 +747,7 @@ struct RemoteBackend::Impl {
 
 RemoteBackend::RemoteBackend(RemoteBackendOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   const auto& o = impl_->options;
-  if (o.urls.empty()) throw RewardConfigError("remote reward: no replica URLs");
+  if (o.urls.empty()) throw ConfigError("remote reward: no replica URLs");
   for (size_t i = 0; i < o.urls.size(); ++i)
     impl_->replicas.push_back(
         std::make_unique<Replica>(parse_replica_url(o.urls[i], o.protocol, fmt::format("urls[{}]", i))));

@@ -59,7 +59,7 @@ struct RemoteBackendOptions {
 // Reads the "remote" config (without "type") strictly. Keys: url | urls, protocol, load_balancing
 // ("round_robin" | "least_in_flight"), token | token_env | token_file (at most one), max_connections,
 // max_samples_per_request, connect_timeout_ms, timeout_ms, max_retries, backoff_ms, max_backoff_ms,
-// replica_cooldown_ms, max_response_bytes. Throws RewardConfigError naming the key path.
+// replica_cooldown_ms, max_response_bytes. Throws ConfigError naming the key path.
 RemoteBackendOptions parse_remote_backend_options(const nlohmann::json& config, const std::string& where);
 
 // Counters, for tests and logs.
@@ -73,7 +73,7 @@ struct RemoteBackendStats {
 
 class RemoteBackend : public RewardBackend {
  public:
-  // Throws RewardConfigError for a URL it cannot use.
+  // Throws ConfigError for a URL it cannot use.
   explicit RemoteBackend(RemoteBackendOptions options);
   ~RemoteBackend() override;
 

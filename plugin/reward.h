@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "plugin/error.h"  // ConfigError: a backend config that cannot be used
+
 namespace vlreward {
 
 // An image as the caller has it: encoded bytes (JPEG/PNG) or a path to a file. Exactly one is set.
@@ -92,13 +94,6 @@ struct RewardCapabilities {
   bool images = false;          // uses images (text-only backends ignore them)
   bool needs_reference = false;  // fails items without `reference`
   bool batched = false;          // benefits from large batches
-};
-
-// Thrown for configuration errors (unknown backend, bad keys, unloadable plugin). Per-item problems are
-// RewardResult errors, not exceptions.
-class RewardConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
 };
 
 class RewardBackend {

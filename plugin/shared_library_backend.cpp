@@ -175,7 +175,7 @@ Fn lookup(void* library, const char* symbol, const std::string& where, const std
   dlerror();  // clear any stale error
   void* address = dlsym(library, symbol);
   if (address == nullptr)
-    throw RewardConfigError(where + ": plugin \"" + path + "\" is missing symbol " + symbol);
+    throw ConfigError(where + ": plugin \"" + path + "\" is missing symbol " + symbol);
   return reinterpret_cast<Fn>(address);
 }
 
@@ -184,7 +184,7 @@ Fn lookup(void* library, const char* symbol, const std::string& where, const std
 std::unique_ptr<RewardBackend> make_shared_library_backend(const nlohmann::json& config, const std::string& where) {
   ConfigReader reader(config, where);
   const std::string path = reader.required<std::string>("path");
-  const nlohmann::json* plugin_config = reader.child("config");
+  const nlohmann::json* plugin_config = reader.raw("config");
   reader.finish();
   if (path.empty()) reader.fail("path", "must not be empty");
   if (plugin_config != nullptr && !plugin_config->is_object())
@@ -194,7 +194,7 @@ std::unique_ptr<RewardBackend> make_shared_library_backend(const nlohmann::json&
   LibraryHandle library(dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL));
   if (!library) {
     const char* reason = dlerror();
-    throw RewardConfigError(reader.path("path") + ": cannot open plugin \"" + path +
+    throw ConfigError(reader.path("path") + ": cannot open plugin \"" + path +
                             "\": " + (reason != nullptr ? reason : "unknown dlopen error"));
   }
   auto abi_version = lookup<AbiVersionFn>(library.get(), VLREWARD_PLUGIN_SYMBOL_ABI_VERSION, where, path);
@@ -206,7 +206,7 @@ std::unique_ptr<RewardBackend> make_shared_library_backend(const nlohmann::json&
 
   const uint32_t version = abi_version();
   if (version != VLREWARD_PLUGIN_ABI_VERSION)
-    throw RewardConfigError(where + ": plugin \"" + path + "\" has ABI version " + std::to_string(version) +
+    throw ConfigError(where + ": plugin \"" + path + "\" has ABI version " + std::to_string(version) +
                             ", expected " + std::to_string(VLREWARD_PLUGIN_ABI_VERSION));
 
   const std::string config_text = plugin_config != nullptr ? plugin_config->dump() : "{}";
@@ -214,7 +214,7 @@ std::unique_ptr<RewardBackend> make_shared_library_backend(const nlohmann::json&
   vlreward_plugin_instance* instance = create(config_text.c_str(), error, sizeof error);
   if (instance == nullptr) {
     const std::string message = read_message(error, sizeof error);
-    throw RewardConfigError(reader.path("config") + ": plugin \"" + path + "\" refused its config: " +
+    throw ConfigError(reader.path("config") + ": plugin \"" + path + "\" refused its config: " +
                             (message.empty() ? "(no message)" : message));
   }
   const char* plugin_name = name(instance);

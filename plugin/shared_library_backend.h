@@ -11,7 +11,7 @@
 namespace vlreward {
 
 // config: {"path": "/path/libfoo.so", "config": {...passed to the plugin as JSON text...}}.
-// Throws RewardConfigError naming the library for: dlopen failure, a missing symbol, a different ABI version,
+// Throws ConfigError naming the library for: dlopen failure, a missing symbol, a different ABI version,
 // or the plugin refusing its config.
 std::unique_ptr<RewardBackend> make_shared_library_backend(const nlohmann::json& config, const std::string& where);
 

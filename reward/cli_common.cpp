@@ -50,9 +50,7 @@ int run_cli(const char* program, int argc, char** argv, int (*body)(int, char**)
     return body(argc, argv);
   } catch (const po::error& e) {
     std::fprintf(stderr, "%s: %s (see --help)\n", program, e.what());
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
-  } catch (const RewardConfigError& e) {
+  } catch (const InputError& e) {  // bad input or configuration (ConfigError)
     std::fprintf(stderr, "%s: %s\n", program, e.what());
   } catch (const std::exception& e) {  // anything else failed while running: not the user's input
     std::fprintf(stderr, "%s: %s\n", program, e.what());

@@ -74,7 +74,7 @@ class CompositeBackend : public RewardBackend {
 std::unique_ptr<RewardBackend> make_composite_backend(const nlohmann::json& config, const std::string& where,
                                                       const RewardRegistry& registry) {
   ConfigReader reader(config, where);
-  const nlohmann::json* list = reader.child("components");
+  const nlohmann::json* list = reader.raw("components");
   reader.finish();
   if (list == nullptr) reader.fail("components", "is required");
   if (!list->is_array() || list->empty()) reader.fail("components", "must be a non-empty array");
@@ -87,7 +87,7 @@ std::unique_ptr<RewardBackend> make_composite_backend(const nlohmann::json& conf
     Component component;
     component.name = item.required<std::string>("name");
     component.weight = item.optional<double>("weight", 1.0);
-    const nlohmann::json* backend = item.child("backend");
+    const nlohmann::json* backend = item.raw("backend");
     item.finish();
     if (component.name.empty()) item.fail("name", "must not be empty");
     if (!names.insert(component.name).second) item.fail("name", "\"" + component.name + "\" is used twice");

@@ -69,7 +69,7 @@ static int reward_serve(int argc, char** argv) {
     config.auth_token = env;
   try {
     vlreward::validate_server_config(config);
-  } catch (const vlreward::RewardConfigError& e) {
+  } catch (const vlreward::ConfigError& e) {
     throw po::error(e.what());
   }
   // Hostile clients must not fill the log with protobuf's parse warnings; they get an error frame instead.

@@ -5,17 +5,17 @@
 #include <cstdint>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "adapters/common/config_file.h"
-#include "adapters/common/config_section.h"
-#include "adapters/common/error.h"
+#include "plugin/config_reader.h"
 
 namespace vlreward {
 namespace {
 
 using nlohmann::json;
 
-using Section = ConfigSection;
-
+using Section = ConfigReader;
 
 // `data: FILE` or `data: [FILE, ...]`.
 std::vector<std::string> path_list(Section& s, const std::string& key) {
@@ -52,39 +52,25 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   Section root(&config, "", source);
 
   Section model = root.section("model");
-  c.model.path = model.required_text("path");
-  c.model.dtype = model.text("dtype", c.model.dtype);
-  if (c.model.dtype != "float32" && c.model.dtype != "bfloat16")
-    model.fail("dtype", "must be \"float32\" or \"bfloat16\", got \"" + c.model.dtype + "\"");
-  c.model.device = model.text("device", c.model.device);
-  if (c.model.device != "cpu" && c.model.device.rfind("cuda", 0) != 0)
-    model.fail("device", "must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + c.model.device + "\"");
-  for (const char* key : {"min_pixels", "max_pixels"}) {
-    auto v = model.integer(key);
-    if (v && *v <= 0) model.fail(key, "must be > 0");
-    (std::string(key) == "min_pixels" ? c.model.min_pixels : c.model.max_pixels) = v;
-  }
+  c.model = qwen::read_model_section(model);
   model.finish();
 
   Section head = root.section("value_head");
-  c.value_head.path = head.text("path", "");
-  c.value_head.init = head.text("init", c.value_head.init);
+  c.value_head.path = head.optional<std::string>("path", "");
+  c.value_head.init = head.optional<std::string>("init", c.value_head.init);
   if (c.value_head.init != "normal" && c.value_head.init != "zeros")
     head.fail("init", "must be \"normal\" or \"zeros\", got \"" + c.value_head.init + "\"");
-  const int64_t head_seed = head.integer("seed", 0);
+  const int64_t head_seed = head.optional<int64_t>("seed", 0);
   if (head_seed < 0) head.fail("seed", "must be >= 0");
   c.value_head.seed = static_cast<uint64_t>(head_seed);
   head.finish();
 
   Section freeze = root.section("freeze");
-  c.freeze.vision_tower = freeze.flag("vision_tower", c.freeze.vision_tower);
-  c.freeze.merger = freeze.flag("merger", c.freeze.merger);
-  c.freeze.llm = freeze.flag("llm", c.freeze.llm);
-  freeze.finish();
+  c.freeze = qwen::read_freeze_section(freeze, c.freeze);
 
   Section data = root.section("data");
-  c.data.image_root = data.text("image_root", "");
-  c.data.shuffle = data.flag("shuffle", c.data.shuffle);
+  c.data.image_root = data.optional<std::string>("image_root", "");
+  c.data.shuffle = data.optional<bool>("shuffle", c.data.shuffle);
   data.finish();
 
   Section train = root.section("train");
@@ -93,59 +79,59 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
     if (!(v >= 0 && v < 1)) train.fail(key, "must be in [0, 1), got " + json(v).dump());
     return v;
   };
-  t.weight_decay = train.number("weight_decay", t.weight_decay);
+  t.weight_decay = train.optional<double>("weight_decay", t.weight_decay);
   if (t.weight_decay < 0) train.fail("weight_decay", "must be >= 0");
-  t.adam_beta1 = unit("adam_beta1", train.number("adam_beta1", t.adam_beta1));
-  t.adam_beta2 = unit("adam_beta2", train.number("adam_beta2", t.adam_beta2));
-  t.adam_epsilon = train.number("adam_epsilon", t.adam_epsilon);
+  t.adam_beta1 = unit("adam_beta1", train.optional<double>("adam_beta1", t.adam_beta1));
+  t.adam_beta2 = unit("adam_beta2", train.optional<double>("adam_beta2", t.adam_beta2));
+  t.adam_epsilon = train.optional<double>("adam_epsilon", t.adam_epsilon);
   if (!(t.adam_epsilon > 0)) train.fail("adam_epsilon", "must be > 0");
-  t.max_grad_norm = train.number("max_grad_norm", t.max_grad_norm);
+  t.max_grad_norm = train.optional<double>("max_grad_norm", t.max_grad_norm);
   if (t.max_grad_norm < 0) train.fail("max_grad_norm", "must be >= 0 (0 = no clipping)");
-  t.gradient_accumulation_steps = train.integer("gradient_accumulation_steps", t.gradient_accumulation_steps);
+  t.gradient_accumulation_steps = train.optional<int64_t>("gradient_accumulation_steps", t.gradient_accumulation_steps);
   if (t.gradient_accumulation_steps < 1) train.fail("gradient_accumulation_steps", "must be >= 1");
-  const int64_t seed = train.integer("seed", static_cast<int64_t>(t.seed));
+  const int64_t seed = train.optional<int64_t>("seed", static_cast<int64_t>(t.seed));
   if (seed < 0) train.fail("seed", "must be >= 0");
   t.seed = static_cast<uint64_t>(seed);
-  t.num_threads = train.integer("num_threads", t.num_threads);
+  t.num_threads = train.optional<int64_t>("num_threads", t.num_threads);
   if (t.num_threads < 0) train.fail("num_threads", "must be >= 0 (0 = LibTorch's default)");
   train.finish();
 
   const json* stages = root.raw("stages");
-  if (stages == nullptr) throw InputError(source, "stages: is required (a list of training stages)");
+  if (stages == nullptr) throw ConfigError(source, "stages: is required (a list of training stages)");
   if (!stages->is_array() || stages->empty())
-    throw InputError(source, "stages: must be a non-empty list of stages, got " + stages->dump());
+    throw ConfigError(source, "stages: must be a non-empty list of stages, got " + stages->dump());
   std::set<std::string> names;
   for (size_t k = 0; k < stages->size(); ++k) {
     const std::string where = "stages[" + std::to_string(k) + "]";
-    if (!(*stages)[k].is_object()) throw InputError(source, where + ": must be a mapping, got " + (*stages)[k].dump());
-    Section s(&(*stages)[k], where, source);
+    Section s((*stages)[k], where, source);
     Stage stage;
-    stage.name = s.text("name", "stage-" + std::to_string(k + 1));
+    stage.name = s.optional<std::string>("name", "stage-" + std::to_string(k + 1));
     if (stage.name.empty()) s.fail("name", "must not be empty");
     if (!names.insert(stage.name).second) s.fail("name", "duplicate stage name \"" + stage.name + "\"");
     stage.data = path_list(s, "data");
-    stage.epochs = s.integer("epochs", stage.epochs);
+    stage.epochs = s.optional<int64_t>("epochs", stage.epochs);
     if (stage.epochs < 1) s.fail("epochs", "must be >= 1");
-    stage.learning_rate = s.number("learning_rate", stage.learning_rate);
+    stage.learning_rate = s.optional<double>("learning_rate", stage.learning_rate);
     if (!(stage.learning_rate > 0)) s.fail("learning_rate", "must be > 0");
-    stage.warmup_ratio = s.number("warmup_ratio", stage.warmup_ratio);
+    stage.warmup_ratio = s.optional<double>("warmup_ratio", stage.warmup_ratio);
     if (!(stage.warmup_ratio >= 0 && stage.warmup_ratio <= 1)) s.fail("warmup_ratio", "must be in [0, 1]");
-    stage.batch_size = s.integer("batch_size", stage.batch_size);
+    stage.batch_size = s.optional<int64_t>("batch_size", stage.batch_size);
     if (stage.batch_size < 1) s.fail("batch_size", "must be >= 1");
     s.finish();
     c.stages.push_back(std::move(stage));
   }
 
   Section eval = root.section("eval");
-  c.eval.data = eval.text("data", "");
-  c.eval.batch_size = eval.integer("batch_size", c.eval.batch_size);
+  c.eval.data = eval.optional<std::string>("data", "");
+  c.eval.batch_size = eval.optional<int64_t>("batch_size", c.eval.batch_size);
   if (c.eval.batch_size < 1) eval.fail("batch_size", "must be >= 1");
   eval.finish();
 
   Section output = root.section("output");
   c.output.dir = output.required_text("dir");
-  c.output.jsonl = output.flag("jsonl", c.output.jsonl);
-  c.output.progress = output.flag("progress", c.output.progress);
+  c.output.jsonl = output.optional<bool>("jsonl", c.output.jsonl);
+  c.output.tensorboard = output.optional<bool>("tensorboard", c.output.tensorboard);
+  c.output.progress = output.optional<bool>("progress", c.output.progress);
   output.finish();
 
   // Everything frozen still trains the value head (a linear probe on frozen features): allowed.
@@ -181,7 +167,8 @@ json RewardTrainConfig::to_json() const {
         {"num_threads", train.num_threads}}},
       {"stages", s},
       {"eval", {{"data", eval.data}, {"batch_size", eval.batch_size}}},
-      {"output", {{"dir", output.dir}, {"jsonl", output.jsonl}, {"progress", output.progress}}},
+      {"output",
+       {{"dir", output.dir}, {"jsonl", output.jsonl}, {"tensorboard", output.tensorboard}, {"progress", output.progress}}},
   };
 }
 
@@ -194,11 +181,11 @@ RewardTrainConfig load_reward_train_config(const std::string& path, const std::v
     if (eq != std::string::npos && key.rfind("stages.", 0) == 0) {
       const size_t dot = key.find('.', 7);
       const std::string index = key.substr(7, dot == std::string::npos ? std::string::npos : dot - 7);
-      if (!is_index(index)) throw_input_error(assignment, "stages are addressed by index: stages.N.key=value");
+      if (!is_index(index)) throw ConfigError(assignment, "stages are addressed by index: stages.N.key=value");
       const size_t k = std::stoul(index);
       if (!config.contains("stages") || !config["stages"].is_array() || k >= config["stages"].size())
-        throw_input_error(assignment, "there is no stage {} (stages are numbered from 0)", k);
-      if (dot == std::string::npos) throw_input_error(assignment, "give a key inside the stage: stages.N.key=value");
+        throw ConfigError(assignment, fmt::format("there is no stage {} (stages are numbered from 0)", k));
+      if (dot == std::string::npos) throw ConfigError(assignment, "give a key inside the stage: stages.N.key=value");
       apply_override(config["stages"][k], assignment.substr(dot + 1));
       continue;
     }

@@ -14,7 +14,7 @@
 //                seed, num_threads}                # shared by every stage
 //   stages:     [{name, data: FILE | [FILE, ...], epochs, learning_rate, warmup_ratio, batch_size}, ...]
 //   eval:       {data, batch_size}                 # optional: accuracy/margin on these pairs after every stage
-//   output:     {dir, jsonl, progress}
+//   output:     {dir, jsonl, tensorboard, progress}
 //
 // Overrides: "train.seed=3", and stages by index, "stages.1.learning_rate=1e-6" (0-based).
 // Relative paths are relative to the working directory (as the other command lines do).
@@ -25,25 +25,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/qwen2_5_vl/pretrained_config.h"
+
 namespace vlreward {
 
 struct RewardTrainConfig {
-  struct Model {
-    std::string path;               // HF checkpoint dir (config, weights, tokenizer, preprocessor)
-    std::string dtype = "float32";  // parameter dtype while training (and of the exported checkpoint)
-    std::string device = "cpu";
-    std::optional<int64_t> min_pixels, max_pixels;
-  } model;
+  qwen::ModelSource model;
   struct ValueHeadInit {
     std::string path;               // empty: a fresh head
     std::string init = "normal";    // "normal" or "zeros" (fresh heads only)
     uint64_t seed = 0;
   } value_head;
-  struct Freeze {
-    bool vision_tower = true;  // visual.* except visual.merger.*
-    bool merger = false;       // visual.merger.*
-    bool llm = false;          // model.* (lm_head is never used by a reward model and is always frozen)
-  } freeze;
+  // The vision tower (visual.* except visual.merger.*) is frozen by default, as the paper trains; lm_head is never
+  // used by a reward model (lm_head_in_objective false); the value head always trains.
+  qwen::FreezeRules freeze{/*vision_tower=*/true, /*merger=*/false, /*llm=*/false, /*lm_head_in_objective=*/false};
   struct Data {
     std::string image_root;  // for relative image paths; empty = each JSONL's directory
     bool shuffle = true;
@@ -74,6 +69,7 @@ struct RewardTrainConfig {
   struct Output {
     std::string dir;
     bool jsonl = true;
+    bool tensorboard = true;  // tensorboard/stage-N: one TensorBoard run per stage
     bool progress = true;
   } output;
 

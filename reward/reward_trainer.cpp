@@ -20,6 +20,7 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
+#include "adapters/common/train_log.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
@@ -35,11 +36,6 @@ constexpr const char* kDoneFormat = "vlreward-reward-train-stage/1";
 constexpr const char* kValueHeadFile = "value_head.safetensors";
 constexpr const char* kWeightName = "v_head.summary.weight";
 constexpr const char* kBiasName = "v_head.summary.bias";
-
-// A reward never uses lm_head (the value head reads the last hidden state): it stays frozen whatever freeze.llm says.
-qwen::FreezeRules freeze_rules(const RewardTrainConfig::Freeze& freeze) {
-  return {freeze.vision_tower, freeze.merger, freeze.llm, /*lm_head_in_objective=*/false};
-}
 
 // FNV-1a over a file's bytes: enough to notice that a stage's data changed between runs.
 std::string file_digest(const std::string& path) {
@@ -111,27 +107,6 @@ bool stage_done(const RewardTrainConfig& config, size_t k) {
   return true;
 }
 
-// metrics.jsonl lines of stages before `first_stage` (1-based) survive a rerun; later ones are redone.
-void truncate_metrics(const std::string& path, int64_t first_stage) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return;
-  const std::string content = read_file(path);
-  std::string kept;
-  size_t start = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos) break;  // a torn last line
-    const std::string line = content.substr(start, end - start);
-    start = end + 1;
-    try {
-      const json j = json::parse(line);
-      if (j.value("stage", int64_t{0}) < first_stage) kept += line + "\n";
-    } catch (const json::exception&) {
-    }
-  }
-  write_file_atomic(path, kept);
-}
-
 std::vector<PreferenceRecord> read_stage_data(const std::vector<std::string>& files, const std::string& image_root) {
   std::vector<PreferenceRecord> pairs;
   for (const auto& file : files) {
@@ -189,7 +164,7 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(confi
   model_->train();
   for (auto& item : model_->named_parameters()) {
     torch::Tensor p = item.value();
-    if (qwen::is_frozen(item.key(), freeze_rules(config_.freeze))) {
+    if (qwen::is_frozen(item.key(), config_.freeze)) {
       p.set_requires_grad(false);
       continue;
     }
@@ -339,19 +314,17 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
     for (size_t k = 0; k < first; ++k)
       if (callbacks.on_stage_done) callbacks.on_stage_done(static_cast<int64_t>(k + 1), stage_dir(config_, k));
   }
-  const std::string metrics_path = (out_dir / "metrics.jsonl").string();
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
-  if (config_.output.jsonl) {
-    truncate_metrics(metrics_path, static_cast<int64_t>(first + 1));
-    metrics.reset(std::fopen(metrics_path.c_str(), "a"));
-    if (!metrics) throw InputError(metrics_path, "cannot open for appending");
-  }
-  auto write_metrics = [&](const json& line) {
-    if (!metrics) return;
-    const std::string text = line.dump() + "\n";
-    std::fwrite(text.data(), 1, text.size(), metrics.get());
-    std::fflush(metrics.get());
-  };
+  // metrics.jsonl keeps the lines of the stages this run does not redo; TensorBoard has one run per stage
+  // (tensorboard/stage-N), and the redone stages' runs start afresh.
+  std::unique_ptr<MetricsJsonl> metrics;
+  if (config_.output.jsonl)
+    metrics = std::make_unique<MetricsJsonl>((out_dir / "metrics.jsonl").string(), [&](const json& line) {
+      auto stage = line.find("stage");
+      return stage != line.end() && stage->is_number_integer() && stage->get<int64_t>() <= static_cast<int64_t>(first);
+    });
+  auto tensorboard_dir = [&](size_t k) { return out_dir / "tensorboard" / fmt::format("stage-{}", k + 1); };
+  if (config_.output.tensorboard)
+    for (size_t k = first; k < config_.stages.size(); ++k) fs::remove_all(tensorboard_dir(k));
 
   for (size_t k = first; k < config_.stages.size(); ++k) {
     const auto& stage = config_.stages[k];
@@ -362,6 +335,8 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
     const int64_t steps_per_epoch = (micro_per_epoch + accumulation - 1) / accumulation;
     begin_stage(stage.learning_rate, stage.warmup_ratio, steps_per_epoch * stage.epochs);
     const int64_t stage_number = static_cast<int64_t>(k + 1);
+    std::unique_ptr<TensorBoardWriter> tensorboard;
+    if (config_.output.tensorboard) tensorboard = std::make_unique<TensorBoardWriter>(tensorboard_dir(k).string());
     std::unique_ptr<ProgressBar> progress;
     if (config_.output.progress)
       progress = std::make_unique<ProgressBar>(
@@ -382,7 +357,8 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
         m.values["epoch"] = static_cast<double>(epoch) + static_cast<double>(index) / static_cast<double>(n);
         json line{{"stage", stage_number}, {"stage_name", stage.name}, {"step", m.step}};
         for (const auto& [key, value] : m.values) line[key] = value;
-        write_metrics(line);
+        if (metrics) metrics->append(line);
+        if (tensorboard) tensorboard->add_scalars(m.step, m.values);
         if (progress) progress->advance(1, status_line(m.values));
         if (callbacks.on_step) callbacks.on_step(stage_number, m);
       }
@@ -395,7 +371,9 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
       const auto& e = *evaluation;
       json eval{{"pairs", e.pairs}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"margin", e.margin}};
       done["eval"] = eval;
-      write_metrics({{"stage", stage_number}, {"stage_name", stage.name}, {"step", step_}, {"eval", eval}});
+      if (metrics) metrics->append({{"stage", stage_number}, {"stage_name", stage.name}, {"step", step_}, {"eval", eval}});
+      if (tensorboard)
+        tensorboard->add_scalars(step_, {{"eval/loss", e.loss}, {"eval/accuracy", e.accuracy}, {"eval/margin", e.margin}});
     }
     if (progress)
       progress->finish(evaluation ? fmt::format("eval acc {:.3f} margin {:+.3f}", evaluation->accuracy, evaluation->margin)

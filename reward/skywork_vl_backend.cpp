@@ -23,13 +23,13 @@ namespace {
 torch::ScalarType parse_dtype(const std::string& name, const std::string& where) {
   if (name == "float32") return torch::kFloat32;
   if (name == "bfloat16") return torch::kBFloat16;
-  throw RewardConfigError(where + ": dtype must be \"float32\" or \"bfloat16\", got \"" + name + "\"");
+  throw ConfigError(where + ": dtype must be \"float32\" or \"bfloat16\", got \"" + name + "\"");
 }
 
 qwen::AttentionImpl parse_attention(const std::string& name, const std::string& where) {
   if (name == "sdpa") return qwen::AttentionImpl::kFused;
   if (name == "eager") return qwen::AttentionImpl::kExplicit;
-  throw RewardConfigError(where + ": attention must be \"sdpa\" or \"eager\", got \"" + name + "\"");
+  throw ConfigError(where + ": attention must be \"sdpa\" or \"eager\", got \"" + name + "\"");
 }
 
 // A request turned into model inputs, or the reason it could not be.
@@ -173,7 +173,7 @@ std::unique_ptr<RewardBackend> make_skywork_vl_backend(const SkyworkVLOptions& o
   try {
     return std::make_unique<SkyworkVLReward>(options);
   } catch (const InputError& e) {
-    throw RewardConfigError(std::string("skywork_vl: ") + e.what());
+    throw ConfigError(std::string("skywork_vl: ") + e.what());
   }
 }
 

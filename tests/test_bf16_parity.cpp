@@ -245,7 +245,7 @@ TEST(Bf16Parity, AttentionConfigIsCheckedAndNamed) {
   try {
     make(config);
     FAIL() << "expected a config error";
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("attention must be \"sdpa\" or \"eager\""), std::string::npos) << e.what();
   }
 }

@@ -30,11 +30,11 @@
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "mpo/checkpoint.h"
-#include "mpo/crc32c.h"
+#include "adapters/common/crc32c.h"
 #include "mpo/data_fingerprint.h"
 #include "reward/preference_data.h"
 #include "mpo/train_config.h"
-#include "mpo/train_log.h"
+#include "adapters/common/train_log.h"
 #include "mpo/trainer.h"
 
 namespace fs = std::filesystem;

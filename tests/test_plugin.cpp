@@ -16,11 +16,11 @@ namespace {
 
 using nlohmann::json;
 
-// The RewardConfigError message of creating `config`, or "" if it was created.
+// The ConfigError message of creating `config`, or "" if it was created.
 std::string config_error(const json& config, const std::string& where = "reward") {
   try {
     RewardRegistry().create(config, where);
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     return e.what();
   }
   return "";
@@ -97,7 +97,7 @@ TEST(PluginLoading, CannotOpenNonLibrary) {
 
 TEST(PluginLoading, ConfigKeysAreChecked) {
   EXPECT_EQ(config_error({{"type", "plugin"}}), "reward.path: is required");
-  EXPECT_EQ(config_error({{"type", "plugin"}, {"path", 3}}), "reward.path: has the wrong type (got number: 3)");
+  EXPECT_EQ(config_error({{"type", "plugin"}, {"path", 3}}), "reward.path: must be a string, got number 3");
   EXPECT_EQ(config_error({{"type", "plugin"}, {"path", ""}}), "reward.path: must not be empty");
   EXPECT_EQ(config_error({{"type", "plugin"}, {"path", KEYWORD_PLUGIN_PATH}, {"pth", "x"}}),
             "reward: unknown key(s): pth");
@@ -215,7 +215,7 @@ TEST(Registry, DuplicateTypeRejected) {
       return std::unique_ptr<RewardBackend>();
     });
     FAIL() << "duplicate accepted";
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     EXPECT_STREQ(e.what(), "reward backend type \"plugin\" is registered twice");
   }
 }
@@ -229,7 +229,7 @@ TEST(ConfigReader, IntegersMustFitTheirType) {
     ConfigReader reader(config, "cfg");
     try {
       read(reader);
-    } catch (const RewardConfigError& e) {
+    } catch (const ConfigError& e) {
       return std::string(e.what());
     }
     return std::string("no error");
@@ -242,7 +242,7 @@ TEST(ConfigReader, IntegersMustFitTheirType) {
   EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("big_unsigned"); }).find("must be an integer"),
             std::string::npos);
   EXPECT_NE(error([](ConfigReader& r) { r.required<int>("big_unsigned"); }).find("must be an integer"), std::string::npos);
-  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("nan_text"); }).find("has the wrong type"), std::string::npos);
+  EXPECT_NE(error([](ConfigReader& r) { r.required<int64_t>("nan_text"); }).find("cfg.nan_text: must be an integer, got string \"7\""), std::string::npos);
   ConfigReader reader(config, "cfg");
   EXPECT_EQ(reader.required<int64_t>("whole_float"), 16);
   EXPECT_EQ(reader.required<int>("ok"), 7);

@@ -332,6 +332,22 @@ TEST(RewardTrain, ExportLoadsInSkyworkBackendWithTheSameScores) {
   EXPECT_EQ(lines[0]["stage"], 1);
   EXPECT_DOUBLE_EQ(lines[1]["eval"]["accuracy"].get<double>(), evals[0].accuracy);
 
+  // TensorBoard: one run per stage, holding the file_version event, the step's scalars and the eval's.
+  std::vector<fs::path> event_files;
+  for (const auto& entry : fs::directory_iterator(tmp / "out/tensorboard/stage-1")) event_files.push_back(entry.path());
+  ASSERT_EQ(event_files.size(), 1u);
+  const std::string events = read_file(event_files[0].string());
+  size_t records = 0;
+  for (size_t offset = 0; offset + 12 <= events.size(); ++records) {
+    uint64_t length = 0;
+    for (int b = 0; b < 8; ++b) length |= static_cast<uint64_t>(static_cast<unsigned char>(events[offset + b])) << (8 * b);
+    offset += 12 + length + 4;
+    ASSERT_LE(offset, events.size());
+  }
+  EXPECT_EQ(records, 3u);
+  for (const char* tag : {"brain.Event:2", "grad_norm", "rewards/chosen", "eval/accuracy", "eval/margin"})
+    EXPECT_NE(events.find(tag), std::string::npos) << tag;
+
   // The exported directory, loaded by the skywork_vl backend, scores as the trained model in memory.
   const PairEvaluation mine = trainer.evaluate(read_preference_jsonl(kDir + "/pairs.jsonl"), 1);
   RewardRegistry registry;
@@ -403,6 +419,11 @@ TEST(RewardTrain, RerunSkipsFinishedStagesAndResumesExactly) {
   int lines = 0;
   for (std::string line; std::getline(metrics, line);) ++lines;
   EXPECT_EQ(lines, 4);
+  // TensorBoard likewise: stage 1's run is the first run's, stage 2's only the rerun's.
+  for (const char* stage : {"stage-1", "stage-2"}) {
+    const fs::path dir = fs::path(tmp / "out/tensorboard") / stage;
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1) << stage;
+  }
 
   // A finished stage trained under another config is an error naming the difference, not silently reused.
   json changed = j;

@@ -55,7 +55,7 @@ std::unique_ptr<RewardBackend> create(const json& config) { return make_registry
 std::string config_error(const json& config) {
   try {
     make_registry().create(config);
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     return e.what();
   }
   return "";
@@ -143,7 +143,7 @@ TEST(ExactMatch, ConfigErrorsNameTheKey) {
   EXPECT_EQ(config_error({{"type", "exact_match"}, {"extract_pattern", "(a)"}}),
             "reward.extract_pattern: is only used with \"extract\": \"regex\"");
   EXPECT_EQ(config_error({{"type", "exact_match"}, {"case_fold", "yes"}}),
-            "reward.case_fold: has the wrong type (got string: \"yes\")");
+            "reward.case_fold: must be true or false, got string \"yes\"");
 }
 
 TEST(RegexMatch, ReferenceIsAFullMatchRegex) {
@@ -322,7 +322,7 @@ TEST(Composite, ConfigErrorsNameTheComponentPath) {
             "reward.components: must be a non-empty array");
   EXPECT_EQ(config_error({{"type", "composite"}}), "reward.components: is required");
   EXPECT_EQ(config_error({{"type", "composite"}, {"components", json::array({1})}}),
-            "reward.components[0]: must be an object, got number");
+            "reward.components[0]: must be an object, got number 1");
 }
 
 }  // namespace

@@ -333,7 +333,7 @@ TEST(ServerConfigTest, ReadsStrictlyAndValidates) {
     try {
       parse_server_config(json::parse(text));
       ADD_FAILURE() << "accepted " << text;
-    } catch (const RewardConfigError& e) {
+    } catch (const ConfigError& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
@@ -1598,7 +1598,7 @@ TEST(ServerHostile, ConnectionsOverTheCapAreRefusedAndCounted) {
   EXPECT_EQ(next.post("/v1/score", json{{"samples", {score_sample("n", "next")}}}).status, 200);
 
   auto expect_config_error = [](const char* text) {
-    EXPECT_THROW(parse_server_config(json::parse(text)), RewardConfigError) << text;
+    EXPECT_THROW(parse_server_config(json::parse(text)), ConfigError) << text;
   };
   expect_config_error(R"({"limits": {"max_connections": 0}})");
   EXPECT_EQ(parse_server_config(json::parse(R"({"limits": {"max_connections": 7}})")).limits.max_connections, 7);

@@ -166,7 +166,7 @@ TEST(SkyworkVL, OverlongSamplesFailAloneBeforeAnyForward) {
   EXPECT_NE(defaults[0].error.find("over the limit of 4096 (max_sample_tokens)"), std::string::npos) << defaults[0].error;
 
   config["max_sample_tokens"] = 0;
-  EXPECT_THROW(make(config), RewardConfigError);
+  EXPECT_THROW(make(config), ConfigError);
 }
 
 TEST(SkyworkVL, SmallTokenBudgetSplitsBatchesWithoutChangingScores) {
@@ -199,20 +199,20 @@ TEST(SkyworkVL, ConfigErrorsNameTheKey) {
   try {
     make(config);
     FAIL() << "expected a config error";
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("unknown key(s): max_batch_tokenz"), std::string::npos) << e.what();
   }
   config = backend_config();
   config["value_head"] = kRewardDir + "/items.jsonl";
-  EXPECT_THROW(make(config), RewardConfigError);
+  EXPECT_THROW(make(config), ConfigError);
   config = backend_config("float16");
-  EXPECT_THROW(make(config), RewardConfigError);
+  EXPECT_THROW(make(config), ConfigError);
   config = backend_config();
   config["max_padding_fraction"] = -0.5;
   try {
     make(config);
     FAIL() << "expected a config error";
-  } catch (const RewardConfigError& e) {
+  } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("max_padding_fraction"), std::string::npos) << e.what();
   }
 }

@@ -2,12 +2,13 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/byte_level.h"
+#include "plugin/error.h"
 
 namespace vlreward {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 // reaches the JSON tree is checked, so the tree always holds valid UTF-8.
 const std::string& checked_utf8(const std::string& text, const std::string& source) {
   const size_t bad = find_invalid_utf8(text);
-  if (bad != text.size()) throw_input_error(source, "invalid YAML: a key or value holds ill-formed UTF-8 (byte {} of it)", bad);
+  if (bad != text.size()) throw ConfigError(source, fmt::format("invalid YAML: a key or value holds ill-formed UTF-8 (byte {} of it)", bad));
   return text;
 }
 
@@ -64,7 +65,7 @@ void require_utf8(const std::string& text, const std::string& source) {
   const size_t bad = find_invalid_utf8(text);
   if (bad == text.size()) return;
   const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
-  throw_input_error(source, "invalid YAML: ill-formed UTF-8 at byte {} (line {})", bad, line);
+  throw ConfigError(source, fmt::format("invalid YAML: ill-formed UTF-8 at byte {} (line {})", bad, line));
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -82,28 +83,28 @@ nlohmann::json load_config_file(const std::string& path) {
   try {
     return yaml_to_json(YAML::Load(text), path);
   } catch (const YAML::Exception& e) {
-    throw_input_error(path, "invalid YAML at line {}, column {}: {}", e.mark.line + 1, e.mark.column + 1, e.msg);
+    throw ConfigError(path, fmt::format("invalid YAML at line {}, column {}: {}", e.mark.line + 1, e.mark.column + 1, e.msg));
   }
 }
 
 void apply_override(nlohmann::json& config, const std::string& assignment) {
   const size_t eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) throw_input_error(assignment, "override must look like key.path=value");
+  if (eq == std::string::npos || eq == 0) throw ConfigError(assignment, "override must look like key.path=value");
   const std::string key = assignment.substr(0, eq);
   nlohmann::json value;
   require_utf8(assignment, "override");
   try {
     value = yaml_to_json(YAML::Load(assignment.substr(eq + 1)), "override");
   } catch (const YAML::Exception& e) {
-    throw_input_error(assignment, "cannot parse the value: {}", e.msg);
+    throw ConfigError(assignment, fmt::format("cannot parse the value: {}", e.msg));
   }
   nlohmann::json* node = &config;
   size_t start = 0;
   while (true) {
     const size_t dot = key.find('.', start);
     const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (part.empty()) throw_input_error(assignment, "empty key segment");
-    if (!node->is_object()) throw_input_error(assignment, "\"{}\" is not inside an object", part);
+    if (part.empty()) throw ConfigError(assignment, "empty key segment");
+    if (!node->is_object()) throw ConfigError(assignment, fmt::format("\"{}\" is not inside an object", part));
     if (dot == std::string::npos) {
       (*node)[part] = value;
       return;

@@ -7,10 +7,10 @@
 namespace vlreward {
 
 // .json → parsed as JSON; .yaml/.yml → YAML converted to JSON (scalars become bool/int/float/null where YAML
-// would read them so, else strings). Throws InputError naming the file and line on a syntax error.
+// would read them so, else strings). Throws ConfigError naming the file and line on a syntax error.
 nlohmann::json load_config_file(const std::string& path);
 
-// Applies "a.b.c=value" overrides (value parsed as YAML scalar / flow sequence). Throws InputError naming the
+// Applies "a.b.c=value" overrides (value parsed as YAML scalar / flow sequence). Throws ConfigError naming the
 // override when it is malformed.
 void apply_override(nlohmann::json& config, const std::string& assignment);
 

@@ -10,6 +10,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "plugin/config_reader.h"
 
 namespace vlreward {
 namespace {
@@ -25,110 +26,41 @@ std::string list_string(const std::vector<int64_t>& v) {
   return s + "]";
 }
 
-// Reads typed fields of one JSON object; errors name the key by its full path ("text_config.hidden_size").
-class Section {
- public:
-  Section(const json& obj, std::string prefix, const std::string& source)
-      : obj_(obj), prefix_(std::move(prefix)), source_(source) {}
+using Section = ConfigReader;
 
-  std::string path(const std::string& key) const { return prefix_ + key; }
-  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
-    throw InputError(source_, path(key) + ": " + problem);
-  }
-  const json* find(const std::string& key) const {
-    auto it = obj_.find(key);
-    return it == obj_.end() || it->is_null() ? nullptr : &*it;
-  }
-  const json& require(const std::string& key) const {
-    const json* v = find(key);
-    if (v == nullptr) fail(key, "missing required key");
-    return *v;
-  }
+int64_t positive_int(Section& s, const std::string& key) {
+  const int64_t n = s.required<int64_t>(key);
+  if (n <= 0) s.fail(key, fmt::format("must be a positive integer, got {}", n));
+  return n;
+}
 
-  int64_t integer(const std::string& key, const json& v) const {
-    if (!v.is_number_integer()) fail(key, fmt::format("must be an integer, got {}", describe(v)));
-    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-      fail(key, fmt::format("integer {} is too large", v.dump()));
-    return v.get<int64_t>();
-  }
-  int64_t positive_int(const std::string& key) const {
-    int64_t n = integer(key, require(key));
-    if (n <= 0) fail(key, fmt::format("must be a positive integer, got {}", n));
-    return n;
-  }
-  std::optional<int64_t> optional_int(const std::string& key) const {
-    const json* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    return integer(key, *v);
-  }
-  double number(const std::string& key, const json& v) const {
-    if (!v.is_number()) fail(key, fmt::format("must be a number, got {}", describe(v)));
-    double d = v.get<double>();
-    if (!std::isfinite(d)) fail(key, "must be finite");
-    return d;
-  }
-  double positive_number(const std::string& key) const {
-    double d = number(key, require(key));
-    if (!(d > 0)) fail(key, fmt::format("must be a positive number, got {}", d));
-    return d;
-  }
-  bool boolean(const std::string& key, bool fallback) const {
-    const json* v = find(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_boolean()) fail(key, fmt::format("must be true or false, got {}", describe(*v)));
-    return v->get<bool>();
-  }
-  std::string string(const std::string& key, const std::string& fallback) const {
-    const json* v = find(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_string()) fail(key, fmt::format("must be a string, got {}", describe(*v)));
-    return v->get<std::string>();
-  }
-  std::vector<int64_t> int_list(const std::string& key, const json& v) const {
-    if (!v.is_array()) fail(key, fmt::format("must be a list of integers, got {}", describe(v)));
-    std::vector<int64_t> out;
-    for (size_t i = 0; i < v.size(); ++i) out.push_back(integer(key + "[" + std::to_string(i) + "]", v[i]));
-    return out;
-  }
-  Section child(const std::string& key) const {
-    const json& v = require(key);
-    if (!v.is_object()) fail(key, fmt::format("must be an object, got {}", describe(v)));
-    return Section(v, path(key) + ".", source_);
-  }
+double positive_number(Section& s, const std::string& key) {
+  const double d = s.required<double>(key);
+  if (!(d > 0)) s.fail(key, fmt::format("must be a positive number, got {}", d));
+  return d;
+}
 
-  static std::string describe(const json& v) {
-    if (v.is_number_float()) return v.dump();  // e.g. 3584.0: the type alone would read "number"
-    if (v.is_string()) return "string " + v.dump();
-    return v.type_name();
-  }
-
- private:
-  const json& obj_;
-  std::string prefix_;
-  const std::string& source_;
-};
-
-std::string activation(const Section& s, const std::string& key) {
-  std::string act = s.string(key, "silu");
+std::string activation(Section& s, const std::string& key) {
+  std::string act = s.optional<std::string>(key, "silu");
   if (std::find(kSupportedActivations.begin(), kSupportedActivations.end(), act) == kSupportedActivations.end())
     s.fail(key, fmt::format("unsupported activation \"{}\" (supported: silu)", act));
   return act;
 }
 
-void parse_rope(const Section& text, Qwen2_5_VLTextConfig& c) {
+void parse_rope(Section& text, Qwen2_5_VLTextConfig& c) {
   // v5 moves rope_scaling into rope_parameters (and lets a non-null rope_scaling win); 4.5x has rope_scaling.
-  const char* key = text.find("rope_scaling") ? "rope_scaling" : "rope_parameters";
-  if (!text.find(key)) text.fail("rope_scaling", "missing (neither rope_scaling nor rope_parameters gives mrope_section)");
-  Section rope = text.child(key);
+  const char* key = text.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+  if (!text.has(key)) text.fail("rope_scaling", "missing (neither rope_scaling nor rope_parameters gives mrope_section)");
+  Section rope = text.required_section(key);
 
   // transformers 4.5x: a "type" entry overrides "rope_type"; "mrope" means the default rotary with sections.
-  std::string type_key = rope.find("type") ? "type" : "rope_type";
-  std::string type = rope.string(type_key, "default");
+  std::string type_key = rope.has("type") ? "type" : "rope_type";
+  std::string type = rope.optional<std::string>(type_key, "default");
   if (type != "default" && type != "mrope")
     rope.fail(type_key, fmt::format("unsupported rope type \"{}\" (supported: default, mrope)", type));
   c.rope_type = "default";
 
-  c.mrope_section = rope.int_list("mrope_section", rope.require("mrope_section"));
+  c.mrope_section = rope.required<std::vector<int64_t>>("mrope_section");
   if (c.mrope_section.size() != 3)
     rope.fail("mrope_section", fmt::format("must have 3 entries (temporal, height, width), got {}",
                                            list_string(c.mrope_section)));
@@ -136,11 +68,10 @@ void parse_rope(const Section& text, Qwen2_5_VLTextConfig& c) {
     if (c.mrope_section[i] < 0)
       rope.fail("mrope_section", fmt::format("entries must be non-negative, got {}", list_string(c.mrope_section)));
 
-  if (std::string(key) == "rope_parameters" && rope.find("rope_theta")) {
-    c.rope_theta = rope.number("rope_theta", rope.require("rope_theta"));
-    if (!(c.rope_theta > 0)) rope.fail("rope_theta", fmt::format("must be a positive number, got {}", c.rope_theta));
-  } else if (text.find("rope_theta")) {
-    c.rope_theta = text.positive_number("rope_theta");
+  if (std::string(key) == "rope_parameters" && rope.has("rope_theta")) {
+    c.rope_theta = positive_number(rope, "rope_theta");
+  } else if (text.has("rope_theta")) {
+    c.rope_theta = positive_number(text, "rope_theta");
   }
 
   const int64_t sum = c.mrope_section[0] + c.mrope_section[1] + c.mrope_section[2];
@@ -150,20 +81,20 @@ void parse_rope(const Section& text, Qwen2_5_VLTextConfig& c) {
                                            c.num_attention_heads, list_string(c.mrope_section), sum));
 }
 
-Qwen2_5_VLTextConfig parse_text(const Section& text) {
+Qwen2_5_VLTextConfig parse_text(Section& text) {
   Qwen2_5_VLTextConfig c;
-  c.vocab_size = text.positive_int("vocab_size");
-  c.hidden_size = text.positive_int("hidden_size");
-  c.intermediate_size = text.positive_int("intermediate_size");
-  c.num_hidden_layers = text.positive_int("num_hidden_layers");
-  c.num_attention_heads = text.positive_int("num_attention_heads");
-  c.num_key_value_heads = text.positive_int("num_key_value_heads");
-  c.max_position_embeddings = text.positive_int("max_position_embeddings");
-  c.rms_norm_eps = text.positive_number("rms_norm_eps");
+  c.vocab_size = positive_int(text, "vocab_size");
+  c.hidden_size = positive_int(text, "hidden_size");
+  c.intermediate_size = positive_int(text, "intermediate_size");
+  c.num_hidden_layers = positive_int(text, "num_hidden_layers");
+  c.num_attention_heads = positive_int(text, "num_attention_heads");
+  c.num_key_value_heads = positive_int(text, "num_key_value_heads");
+  c.max_position_embeddings = positive_int(text, "max_position_embeddings");
+  c.rms_norm_eps = positive_number(text, "rms_norm_eps");
   c.hidden_act = activation(text, "hidden_act");
-  c.tie_word_embeddings = text.boolean("tie_word_embeddings", false);
-  if (const json* v = text.find("attention_dropout")) {
-    c.attention_dropout = text.number("attention_dropout", *v);
+  c.tie_word_embeddings = text.optional<bool>("tie_word_embeddings", false);
+  if (auto dropout = text.maybe<double>("attention_dropout")) {
+    c.attention_dropout = *dropout;
     if (c.attention_dropout < 0 || c.attention_dropout >= 1)
       text.fail("attention_dropout", fmt::format("must be in [0, 1), got {}", c.attention_dropout));
   }
@@ -176,9 +107,9 @@ Qwen2_5_VLTextConfig parse_text(const Section& text) {
   parse_rope(text, c);
 
   // Only full attention is implemented (the 7B sets use_sliding_window false; layer_types all full_attention).
-  if (text.boolean("use_sliding_window", false))
+  if (text.optional<bool>("use_sliding_window", false))
     text.fail("use_sliding_window", "sliding-window attention is not supported");
-  if (const json* types = text.find("layer_types")) {
+  if (const json* types = text.raw("layer_types")) {
     if (!types->is_array() || types->size() != static_cast<size_t>(c.num_hidden_layers))
       text.fail("layer_types", fmt::format("must be a list of num_hidden_layers ({}) entries", c.num_hidden_layers));
     for (size_t i = 0; i < types->size(); ++i)
@@ -188,14 +119,14 @@ Qwen2_5_VLTextConfig parse_text(const Section& text) {
   }
 
   auto token = [&](const std::string& key, const json& v) {
-    int64_t id = text.integer(key, v);
+    int64_t id = text.element<int64_t>(v, key);
     if (id < 0 || id >= c.vocab_size)
       text.fail(key, fmt::format("must be in [0, vocab_size={}), got {}", c.vocab_size, id));
     return id;
   };
-  if (const json* v = text.find("bos_token_id")) c.bos_token_id = token("bos_token_id", *v);
-  if (const json* v = text.find("pad_token_id")) c.pad_token_id = token("pad_token_id", *v);
-  if (const json* v = text.find("eos_token_id")) {
+  if (const json* v = text.raw("bos_token_id")) c.bos_token_id = token("bos_token_id", *v);
+  if (const json* v = text.raw("pad_token_id")) c.pad_token_id = token("pad_token_id", *v);
+  if (const json* v = text.raw("eos_token_id")) {
     if (v->is_array()) {
       for (size_t i = 0; i < v->size(); ++i)
         c.eos_token_ids.push_back(token("eos_token_id[" + std::to_string(i) + "]", (*v)[i]));
@@ -208,27 +139,27 @@ Qwen2_5_VLTextConfig parse_text(const Section& text) {
   return c;
 }
 
-Qwen2_5_VLVisionConfig parse_vision(const Section& vision, const Qwen2_5_VLTextConfig& text,
+Qwen2_5_VLVisionConfig parse_vision(Section& vision, const Qwen2_5_VLTextConfig& text,
                                     const std::string& text_prefix) {
   Qwen2_5_VLVisionConfig c;
-  c.depth = vision.positive_int("depth");
-  c.hidden_size = vision.positive_int("hidden_size");
-  c.intermediate_size = vision.positive_int("intermediate_size");
-  c.num_heads = vision.positive_int("num_heads");
-  c.out_hidden_size = vision.positive_int("out_hidden_size");
+  c.depth = positive_int(vision, "depth");
+  c.hidden_size = positive_int(vision, "hidden_size");
+  c.intermediate_size = positive_int(vision, "intermediate_size");
+  c.num_heads = positive_int(vision, "num_heads");
+  c.out_hidden_size = positive_int(vision, "out_hidden_size");
   // transformers reads in_channels (default 3); the hub file's in_chans is only an extra attribute there, but
   // it carries the same value, so accept it when in_channels is absent.
-  c.in_channels = vision.find("in_channels") ? vision.positive_int("in_channels")
-                  : vision.find("in_chans")  ? vision.positive_int("in_chans")
+  c.in_channels = vision.has("in_channels") ? positive_int(vision, "in_channels")
+                  : vision.has("in_chans")  ? positive_int(vision, "in_chans")
                                              : 3;
-  c.patch_size = vision.positive_int("patch_size");
-  c.temporal_patch_size = vision.positive_int("temporal_patch_size");
-  c.spatial_merge_size = vision.positive_int("spatial_merge_size");
-  c.window_size = vision.positive_int("window_size");
-  c.tokens_per_second = vision.positive_int("tokens_per_second");
+  c.patch_size = positive_int(vision, "patch_size");
+  c.temporal_patch_size = positive_int(vision, "temporal_patch_size");
+  c.spatial_merge_size = positive_int(vision, "spatial_merge_size");
+  c.window_size = positive_int(vision, "window_size");
+  c.tokens_per_second = positive_int(vision, "tokens_per_second");
   c.hidden_act = activation(vision, "hidden_act");
 
-  c.fullatt_block_indexes = vision.int_list("fullatt_block_indexes", vision.require("fullatt_block_indexes"));
+  c.fullatt_block_indexes = vision.required<std::vector<int64_t>>("fullatt_block_indexes");
   for (size_t i = 0; i < c.fullatt_block_indexes.size(); ++i) {
     const int64_t b = c.fullatt_block_indexes[i];
     if (b < 0 || b >= c.depth)
@@ -270,15 +201,22 @@ Qwen2_5_VLConfig Qwen2_5_VLConfig::parse(std::string_view json_text, const std::
   if (!doc.is_object()) throw_input_error(source, "must be a JSON object, got {}", doc.type_name());
 
   Section top(doc, "", source);
+  top.exact_integers();
   // Text parameters come from text_config when present (4.5x re-saves, v5), else from the top level (hub file).
-  const bool nested = top.find("text_config") != nullptr;
+  const bool nested = top.has("text_config");
   const std::string text_prefix = nested ? "text_config." : "";
   Qwen2_5_VLConfig c;
-  c.text = nested ? parse_text(top.child("text_config")) : parse_text(top);
-  c.vision = parse_vision(top.child("vision_config"), c.text, text_prefix);
+  if (nested) {
+    Section text = top.required_section("text_config");
+    c.text = parse_text(text);
+  } else {
+    c.text = parse_text(top);
+  }
+  Section vision = top.required_section("vision_config");
+  c.vision = parse_vision(vision, c.text, text_prefix);
 
   auto token = [&](const std::string& key, int64_t fallback) {
-    int64_t id = top.optional_int(key).value_or(fallback);
+    int64_t id = top.optional<int64_t>(key, fallback);
     if (id < 0 || id >= c.text.vocab_size)
       top.fail(key, fmt::format("must be in [0, vocab_size={}), got {}", c.text.vocab_size, id));
     return id;
@@ -287,7 +225,7 @@ Qwen2_5_VLConfig Qwen2_5_VLConfig::parse(std::string_view json_text, const std::
   c.video_token_id = token("video_token_id", c.video_token_id);
   c.vision_start_token_id = token("vision_start_token_id", c.vision_start_token_id);
   c.vision_end_token_id = token("vision_end_token_id", c.vision_end_token_id);
-  c.dtype = top.string("dtype", top.string("torch_dtype", ""));
+  c.dtype = top.optional<std::string>("dtype", top.optional<std::string>("torch_dtype", ""));
   return c;
 }
 

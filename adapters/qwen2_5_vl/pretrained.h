@@ -10,6 +10,7 @@
 
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/pretrained_config.h"  // FreezeRules
 
 namespace vlreward::qwen {
 
@@ -52,15 +53,7 @@ struct InitPretrainedOptions {
 // do not match the tokenizer's.
 bool init_pretrained(const InitPretrainedOptions& options);
 
-// Which parameters train (hub names: visual.merger.*, visual.*, model.*, lm_head.*).
-struct FreezeRules {
-  bool vision_tower = false;  // visual.* except visual.merger.*
-  bool merger = false;        // visual.merger.*
-  bool llm = false;           // model.*, and lm_head.* when the objective uses it
-  // lm_head produces the policy's log-probs, so MPO trains it with the decoder; a reward model reads the last hidden
-  // state through its value head and never uses lm_head, so reward-train keeps it frozen (no gradient could reach it).
-  bool lm_head_in_objective = true;
-};
+// Whether `parameter_name` (a hub name) stays frozen under `rules`.
 bool is_frozen(const std::string& parameter_name, const FreezeRules& rules);
 
 }  // namespace vlreward::qwen

@@ -24,7 +24,7 @@ std::string read_token_file(const std::string& path) {
 }
 
 ServerConfig parse_server_config(const nlohmann::json& config, const std::string& where) {
-  if (!config.is_object()) throw RewardConfigError(where + ": must be an object");
+  if (!config.is_object()) throw ConfigError(where + ": must be an object");
   ServerConfig c;
   ConfigReader r(config, where);
   c.host = r.optional<std::string>("host", c.host);
@@ -42,9 +42,8 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
   c.write_timeout_ms = r.optional<int64_t>("write_timeout_ms", c.write_timeout_ms);
   c.request_deadline_ms = r.optional<int64_t>("request_deadline_ms", c.request_deadline_ms);
   c.retry_after_s = r.optional<int64_t>("retry_after_s", c.retry_after_s);
-  if (const auto* limits = r.child("limits")) {
-    if (!limits->is_object()) r.fail("limits", "must be an object");
-    ConfigReader l(*limits, r.path("limits"));
+  {
+    ConfigReader l = r.section("limits");
     auto& x = c.limits;
     x.max_body_bytes = l.optional<uint64_t>("max_body_bytes", x.max_body_bytes);
     x.max_frame_bytes = l.optional<uint64_t>("max_frame_bytes", x.max_frame_bytes);
@@ -58,9 +57,8 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
     x.max_request_tokens = l.optional<uint64_t>("max_request_tokens", x.max_request_tokens);
     l.finish();
   }
-  if (const auto* batching = r.child("batching")) {
-    if (!batching->is_object()) r.fail("batching", "must be an object");
-    ConfigReader b(*batching, r.path("batching"));
+  {
+    ConfigReader b = r.section("batching");
     auto& x = c.batching;
     x.max_batch_size = b.optional<int64_t>("max_batch_size", x.max_batch_size);
     x.max_batch_tokens = b.optional<int64_t>("max_batch_tokens", x.max_batch_tokens);
@@ -72,15 +70,15 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
   r.finish();
   try {
     validate_server_config(c);
-  } catch (const RewardConfigError& e) {
-    throw RewardConfigError(where + "." + e.what());
+  } catch (const ConfigError& e) {
+    throw ConfigError(where + "." + e.what());
   }
   return c;
 }
 
 void validate_server_config(const ServerConfig& c) {
   auto require = [](bool ok, const char* key, const std::string& problem) {
-    if (!ok) throw RewardConfigError(fmt::format("{}: {}", key, problem));
+    if (!ok) throw ConfigError(fmt::format("{}: {}", key, problem));
   };
   require(!c.host.empty(), "host", "must not be empty");
   require(c.http_port >= -1 && c.http_port <= 65535, "http_port", "must be -1 (off), 0 (any) or a port number");

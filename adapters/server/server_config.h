@@ -50,10 +50,10 @@ struct ServerConfig {
 
 // Reads `config` (an object) into a ServerConfig, starting from the defaults. Keys: host, http_port, binary_port,
 // io_threads, auth_token, auth_token_file, image_root, model_name, read_timeout_ms, write_timeout_ms,
-// request_deadline_ms, retry_after_s, limits{...}, batching{...}. Throws RewardConfigError naming the key path.
+// request_deadline_ms, retry_after_s, limits{...}, batching{...}. Throws ConfigError naming the key path.
 ServerConfig parse_server_config(const nlohmann::json& config, const std::string& where = "server");
 
-// Throws RewardConfigError when values are out of range (non-positive limits, bad ports).
+// Throws ConfigError when values are out of range (non-positive limits, bad ports).
 void validate_server_config(const ServerConfig& config);
 
 // Reads a token file: its content without surrounding whitespace. Throws InputError when unreadable or empty.

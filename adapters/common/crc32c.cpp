@@ -1,10 +1,10 @@
-#include "mpo/crc32c.h"
+#include "adapters/common/crc32c.h"
 
 #include <array>
 #include <cstdint>
 #include <cstring>
 
-namespace vlreward::mpo {
+namespace vlreward {
 namespace {
 
 constexpr uint32_t kPolynomial = 0x82F63B78u;
@@ -57,4 +57,4 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t size) {
   return ~extend_table(state, p, size);
 }
 
-}  // namespace vlreward::mpo
+}  // namespace vlreward

@@ -1,17 +1,20 @@
 #pragma once
-// Where the trainer's per-step metrics go: a console progress line, a JSONL file (one object per optimizer
-// step, full double precision) and TensorBoard event files (written here without TensorFlow: the TFRecord
-// framing and the Event protobuf, see tensorboard_event.proto).
+// Where a trainer's per-step metrics go (mpo-train and reward-train alike): a console progress line, a JSONL file
+// (one object per optimizer step, full double precision) and TensorBoard event files (written here without
+// TensorFlow: the TFRecord framing and the Event protobuf, see tensorboard_event.proto).
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "adapters/common/progress.h"
 
-namespace vlreward::mpo {
+namespace vlreward {
 
 // One TFRecord: u64 little-endian length, u32 masked crc32c of those 8 bytes, the data, u32 masked crc32c of
 // the data (tensorflow/core/lib/io/record_writer.cc).
@@ -39,16 +42,20 @@ class TensorBoardWriter {
   std::FILE* file_ = nullptr;
 };
 
-// metrics.jsonl: one {"step": n, ...} line per optimizer step. Opening for a resumed run drops the lines of
-// steps after `resume_step` (written by the interrupted run after its last checkpoint) and a torn last line,
-// so the file is again the run's history exactly once per step.
+// metrics.jsonl: one {"step": n, ...} line per optimizer step (a trainer may add lines of its own, such as an
+// evaluation). Opening for a resumed run keeps only the lines `keep` accepts — those of the work the run does not
+// redo — and drops a torn last line, so the file is again the run's history exactly once per step.
 class MetricsJsonl {
  public:
+  using KeepLine = std::function<bool(const nlohmann::json& line)>;
+  MetricsJsonl(const std::string& path, const KeepLine& keep);
+  // Keeps the lines of steps up to `resume_step` (the last checkpoint's).
   MetricsJsonl(const std::string& path, int64_t resume_step);
   ~MetricsJsonl();
   MetricsJsonl(const MetricsJsonl&) = delete;
   MetricsJsonl& operator=(const MetricsJsonl&) = delete;
   void append(int64_t step, const std::map<std::string, double>& metrics);
+  void append(const nlohmann::json& line);
 
  private:
   std::string path_;
@@ -60,6 +67,9 @@ struct TrainLogOptions {
   bool jsonl = true;
   bool tensorboard = true;
   bool progress = true;
+  std::string label = "train";  // the progress bar's name
+  // The progress bar's status text from a step's metrics.
+  std::function<std::string(const std::map<std::string, double>&)> status;
 };
 
 // All three sinks behind one call per step.
@@ -71,12 +81,10 @@ class TrainLogger {
   void finish(const std::string& status);
 
  private:
+  std::function<std::string(const std::map<std::string, double>&)> status_;
   std::unique_ptr<MetricsJsonl> jsonl_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   std::unique_ptr<ProgressBar> progress_;
 };
 
-// The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
-std::string progress_status(const std::map<std::string, double>& metrics);
-
-}  // namespace vlreward::mpo
+}  // namespace vlreward

@@ -1,4 +1,4 @@
-#include "mpo/train_log.h"
+#include "adapters/common/train_log.h"
 
 #include <cstdint>
 #include <unistd.h>
@@ -14,11 +14,11 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/common/atomic_file.h"
+#include "adapters/common/crc32c.h"
 #include "adapters/common/error.h"
-#include "mpo/crc32c.h"
 #include "tensorboard_event.pb.h"
 
-namespace vlreward::mpo {
+namespace vlreward {
 namespace fs = std::filesystem;
 namespace {
 
@@ -97,7 +97,7 @@ void TensorBoardWriter::add_scalars(int64_t step, const std::map<std::string, do
 
 void TensorBoardWriter::write_record(const std::string& event) { write_all(file_, tf_record(event), path_); }
 
-MetricsJsonl::MetricsJsonl(const std::string& path, int64_t resume_step) : path_(path) {
+MetricsJsonl::MetricsJsonl(const std::string& path, const KeepLine& keep) : path_(path) {
   if (fs::exists(path)) {
     std::ifstream in(path, std::ios::binary);
     std::string kept;
@@ -109,14 +109,18 @@ MetricsJsonl::MetricsJsonl(const std::string& path, int64_t resume_step) : path_
       } catch (const nlohmann::json::exception&) {
         continue;
       }
-      if (record.is_object() && record.contains("step") && record["step"].is_number_integer() &&
-          record["step"].get<int64_t>() <= resume_step)
-        kept += line + "\n";
+      if (record.is_object() && keep(record)) kept += line + "\n";
     }
     write_file_atomic(path, kept);
   }
   file_ = open_append(path);
 }
+
+MetricsJsonl::MetricsJsonl(const std::string& path, int64_t resume_step)
+    : MetricsJsonl(path, [resume_step](const nlohmann::json& line) {
+        auto step = line.find("step");
+        return step != line.end() && step->is_number_integer() && step->get<int64_t>() <= resume_step;
+      }) {}
 
 MetricsJsonl::~MetricsJsonl() {
   if (file_ != nullptr) std::fclose(file_);
@@ -128,12 +132,15 @@ void MetricsJsonl::append(int64_t step, const std::map<std::string, double>& met
   write_all(file_, record.dump() + "\n", path_);
 }
 
-TrainLogger::TrainLogger(const TrainLogOptions& options, int64_t total_steps, int64_t start_step) {
+void MetricsJsonl::append(const nlohmann::json& line) { write_all(file_, line.dump() + "\n", path_); }
+
+TrainLogger::TrainLogger(const TrainLogOptions& options, int64_t total_steps, int64_t start_step)
+    : status_(options.status) {
   fs::create_directories(options.dir);
   if (options.jsonl) jsonl_ = std::make_unique<MetricsJsonl>((fs::path(options.dir) / "metrics.jsonl").string(), start_step);
   if (options.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(options.dir) / "tensorboard").string());
   if (options.progress) {
-    progress_ = std::make_unique<ProgressBar>("mpo-train", total_steps, "steps");
+    progress_ = std::make_unique<ProgressBar>(options.label, total_steps, "steps");
     if (start_step > 0) progress_->advance(start_step, fmt::format("resumed at step {}", start_step));
   }
 }
@@ -141,21 +148,11 @@ TrainLogger::TrainLogger(const TrainLogOptions& options, int64_t total_steps, in
 void TrainLogger::log_step(int64_t step, const std::map<std::string, double>& metrics) {
   if (jsonl_) jsonl_->append(step, metrics);
   if (tensorboard_) tensorboard_->add_scalars(step, metrics);
-  if (progress_) progress_->advance(1, progress_status(metrics));
+  if (progress_) progress_->advance(1, status_ ? status_(metrics) : std::string());
 }
 
 void TrainLogger::finish(const std::string& status) {
   if (progress_) progress_->finish(status);
 }
 
-std::string progress_status(const std::map<std::string, double>& metrics) {
-  auto get = [&](const char* key) {
-    auto it = metrics.find(key);
-    return it == metrics.end() ? 0.0 : it->second;
-  };
-  return fmt::format("loss {:.4f} acc {:.2f} margin {:.3f} lr {:.2e} |g| {:.3f} {:.0f} tok/s", get("loss"),
-                     get("rewards/accuracies"), get("rewards/margins"), get("lr"), get("grad_norm"),
-                     get("tokens_per_second"));
-}
-
-}  // namespace vlreward::mpo
+}  // namespace vlreward
