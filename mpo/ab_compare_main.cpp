@@ -10,6 +10,7 @@
 
 #include "adapters/common/error.h"
 #include "mpo/ab_compare.h"
+#include "adapters/common/cli.h"
 #include "reward/cli_common.h"
 
 namespace po = boost::program_options;
@@ -49,12 +50,7 @@ static int ab_compare(int argc, char** argv) {
   vlreward::add_reward_options(reward_options);
   options.add(reward_options);
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, options), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
 
   vlreward::mpo::AbCompareOptions o;
   o.policy_a = vm["policy-a"].as<std::string>();

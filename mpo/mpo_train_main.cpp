@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 
 #include <boost/program_options.hpp>
 
@@ -16,7 +15,7 @@
 #include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/trainer.h"
-#include "reward/cli_common.h"
+#include "adapters/common/cli.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -30,23 +29,12 @@ static int mpo_train(int argc, char** argv) {
       ("config,c", po::value<std::string>()->required(), "YAML/JSON training config (see configs/mpo_tiny.yaml)")
       ("output-dir,o", po::value<std::string>(), "run directory (overrides output.dir)")
       ("resume", po::value<std::string>(), "continue from a checkpoint directory, or 'auto': the newest in the run directory");
-  po::options_description hidden;
-  hidden.add_options()("override", po::value<std::vector<std::string>>()->composing(), "key.path=value");
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("override", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\nPositional key.path=value arguments override config keys, e.g. train.learning_rate=1e-5\n";
+  if (!vlreward::parse_command_line_with_overrides(
+          argc, argv, options, vm,
+          "Positional key.path=value arguments override config keys, e.g. train.learning_rate=1e-5"))
     return 0;
-  }
-  po::notify(vm);
-  std::vector<std::string> overrides;
-  if (vm.count("override")) overrides = vm["override"].as<std::vector<std::string>>();
-  if (vm.count("output-dir")) overrides.push_back("output.dir=" + vm["output-dir"].as<std::string>());
-  const auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), overrides);
+  const auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
 
   if (config.online) {
     std::optional<std::string> resume;

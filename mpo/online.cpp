@@ -17,7 +17,7 @@
 #include "adapters/common/train_log.h"
 #include "mpo/checkpoint.h"
 #include "mpo/rollout.h"
-#include "reward/cli_common.h"
+#include "reward/backends.h"
 
 namespace vlreward::mpo {
 namespace fs = std::filesystem;

@@ -1,11 +1,7 @@
 #include "reward/cli_common.h"
 
-#include <cstdio>
-
 #include "adapters/common/config_file.h"
 #include "adapters/common/error.h"
-#include "plugin/registry.h"
-#include "reward/backends.h"
 
 namespace po = boost::program_options;
 
@@ -37,26 +33,6 @@ nlohmann::json reward_config_from(const po::variables_map& vm) {
   if (vm.count("set"))
     for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) apply_override(config, assignment);
   return config;
-}
-
-std::unique_ptr<RewardBackend> make_reward_backend(const nlohmann::json& config) {
-  RewardRegistry registry;
-  register_reward_backends(registry);
-  return registry.create(config);
-}
-
-int run_cli(const char* program, int argc, char** argv, int (*body)(int, char**)) {
-  try {
-    return body(argc, argv);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", program, e.what());
-  } catch (const InputError& e) {  // bad input or configuration (ConfigError)
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
-  } catch (const std::exception& e) {  // anything else failed while running: not the user's input
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
-    return 1;
-  }
-  return 2;
 }
 
 }  // namespace vlreward

@@ -6,6 +6,8 @@
 #include <iostream>
 
 #include "adapters/common/atomic_file.h"
+#include "adapters/common/cli.h"
+#include "reward/backends.h"
 #include "reward/cli_common.h"
 #include "reward/vl_rewardbench.h"
 
@@ -25,12 +27,7 @@ static int reward_eval(int argc, char** argv) {
       ("no-progress", "no progress bar");
   vlreward::add_reward_options(options);
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, options), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
 
   const auto data = vm["data"].as<std::string>();
   const auto category_from = vm["category-from"].as<std::string>();

@@ -4,10 +4,11 @@
 // before every line had a record (the records written are kept: --resume continues).
 #include <cstdint>
 #include <cstdio>
-#include <iostream>
 
 #include <fmt/format.h>
 
+#include "adapters/common/cli.h"
+#include "reward/backends.h"
 #include "reward/cli_common.h"
 #include "reward/score_jsonl.h"
 
@@ -32,12 +33,7 @@ static int reward_score(int argc, char** argv) {
       ("no-progress", "no progress bar");
   vlreward::add_reward_options(options);
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, options), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
   vlreward::ScoreJsonlOptions o;
   o.input_path = vm["input"].as<std::string>();
   o.output_path = vm["output"].as<std::string>();

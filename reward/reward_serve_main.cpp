@@ -3,13 +3,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
 
 #include <google/protobuf/stubs/logging.h>
 
 #include "adapters/common/config_file.h"
 #include "adapters/common/error.h"
 #include "adapters/server/reward_server.h"
+#include "adapters/common/cli.h"
+#include "reward/backends.h"
 #include "reward/cli_common.h"
 
 namespace po = boost::program_options;
@@ -33,12 +34,7 @@ static int reward_serve(int argc, char** argv) {
       ("max-queue", po::value<int64_t>(), "queued samples before 503");
   vlreward::add_reward_options(options);
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, options), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
 
   nlohmann::json server_json = nlohmann::json::object();
   if (vm.count("config")) server_json = vlreward::load_config_file(vm["config"].as<std::string>());

@@ -5,12 +5,11 @@
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
 #include <cstdint>
 #include <cstdio>
-#include <iostream>
 
 #include <boost/program_options.hpp>
 
 #include "adapters/common/error.h"
-#include "reward/cli_common.h"
+#include "adapters/common/cli.h"
 #include "reward/reward_train_config.h"
 #include "reward/reward_trainer.h"
 
@@ -24,25 +23,13 @@ static int reward_train(int argc, char** argv) {
       ("help,h", "show this help")
       ("config,c", po::value<std::string>()->required(), "YAML/JSON training config (see configs/reward_train_tiny.yaml)")
       ("output-dir,o", po::value<std::string>(), "run directory (overrides output.dir)");
-  po::options_description hidden;
-  hidden.add_options()("override", po::value<std::vector<std::string>>()->composing(), "key.path=value");
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("override", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-  if (vm.count("help")) {
-    std::cout << options
-              << "\nPositional key.path=value arguments override config keys, e.g. train.seed=7 or "
-                 "stages.1.learning_rate=1e-6 (stages by 0-based index)\n";
+  if (!vlreward::parse_command_line_with_overrides(argc, argv, options, vm,
+                                                   "Positional key.path=value arguments override config keys, e.g. "
+                                                   "train.seed=7 or stages.1.learning_rate=1e-6 (stages by 0-based "
+                                                   "index)"))
     return 0;
-  }
-  po::notify(vm);
-  std::vector<std::string> overrides;
-  if (vm.count("override")) overrides = vm["override"].as<std::vector<std::string>>();
-  if (vm.count("output-dir")) overrides.push_back("output.dir=" + vm["output-dir"].as<std::string>());
-  const auto config = vlreward::load_reward_train_config(vm["config"].as<std::string>(), overrides);
+  const auto config = vlreward::load_reward_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
 
   vlreward::RewardTrainer trainer(config);
   vlreward::RewardTrainCallbacks callbacks;

@@ -29,7 +29,7 @@
 #include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "mpo/trainer.h"
-#include "reward/cli_common.h"
+#include "reward/backends.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;

@@ -6,15 +6,14 @@
 // Exit code: 0 ok, 2 usage or input error.
 #include <cstdint>
 #include <cstdio>
-#include <iostream>
 #include <string>
 
 #include <torch/torch.h>
 
 #include "adapters/common/atomic_file.h"
+#include "adapters/common/cli.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/datasets/shapes_task.h"
-#include "reward/cli_common.h"
 
 namespace po = boost::program_options;
 namespace ds = vlreward::datasets;
@@ -24,16 +23,6 @@ namespace {
 
 // Relative to the working directory, like the other commands' paths: run from the repository root.
 constexpr const char* kTinyModelDir = "tests/fixtures/model/tiny";
-
-bool parse(int argc, char** argv, const po::options_description& options, po::variables_map& vm) {
-  po::store(po::parse_command_line(argc, argv, options), vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return false;
-  }
-  po::notify(vm);
-  return true;
-}
 
 int generate(int argc, char** argv) {
   po::options_description options("shapes-task [generate]: images + questions with verifiable answers\nOptions");
@@ -47,7 +36,7 @@ int generate(int argc, char** argv) {
       ("types", po::value<std::string>()->default_value("colour,count,position,shape"), "question types, comma-separated")
       ("heldout-percent", po::value<int>()->default_value(20), "share of all scenes reserved for the held-out split");
   po::variables_map vm;
-  if (!parse(argc, argv, options, vm)) return 0;
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
   ds::ShapesTaskOptions o;
   o.seed = vm["seed"].as<uint64_t>();
   o.image_size = vm["image-size"].as<int>();
@@ -70,7 +59,7 @@ int init_model(int argc, char** argv) {
       ("seed", po::value<uint64_t>()->default_value(0), "initialisation seed")
       ("std", po::value<double>()->default_value(0.02), "standard deviation of the initial weights");
   po::variables_map vm;
-  if (!parse(argc, argv, options, vm)) return 0;
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
   qwen::InitPretrainedOptions o;
   o.config_path = vm["config"].as<std::string>();
   o.out_dir = vm["out"].as<std::string>();
