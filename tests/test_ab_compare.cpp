@@ -18,9 +18,9 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
-#include "mpo/ab_compare.h"
-#include "mpo/ab_report.h"
-#include "mpo/ab_stats.h"
+#include "mpo/ab/compare.h"
+#include "mpo/ab/report.h"
+#include "mpo/ab/stats.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;

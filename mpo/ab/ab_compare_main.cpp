@@ -9,7 +9,7 @@
 #include <boost/program_options.hpp>
 
 #include "adapters/common/error.h"
-#include "mpo/ab_compare.h"
+#include "mpo/ab/compare.h"
 #include "adapters/common/cli.h"
 #include "reward/cli_common.h"
 

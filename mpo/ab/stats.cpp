@@ -1,4 +1,4 @@
-#include "mpo/ab_stats.h"
+#include "mpo/ab/stats.h"
 
 #include <algorithm>
 #include <cmath>

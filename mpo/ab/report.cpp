@@ -1,4 +1,4 @@
-#include "mpo/ab_report.h"
+#include "mpo/ab/report.h"
 
 #include <algorithm>
 #include <cmath>

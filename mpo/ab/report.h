@@ -1,6 +1,6 @@
 #pragma once
 // ab-compare's results and reports (torch-free): the per-prompt rows, the statistics computed from them
-// (mpo/ab_stats.h), a JSON file with everything, a self-contained HTML report (inline CSS + inline SVG charts,
+// (mpo/ab/stats.h), a JSON file with everything, a self-contained HTML report (inline CSS + inline SVG charts,
 // no JavaScript, no external URLs) and the console summary.
 #include <cstdint>
 #include <optional>
@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "mpo/ab_stats.h"
+#include "mpo/ab/stats.h"
 
 namespace vlreward::mpo {
 

@@ -1,4 +1,4 @@
-#include "mpo/ab_compare.h"
+#include "mpo/ab/compare.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,7 @@
 #pragma once
 // ab-compare: generate from two policies on the same prompts, score both responses with a reward backend, and
-// compare (mpo/ab_stats.h) — win/tie/loss, win rate and mean reward difference with bootstrap CIs, and accuracy
-// against the prompts' reference answers where they have one. Reports: mpo/ab_report.h.
+// compare (mpo/ab/stats.h) — win/tie/loss, win rate and mean reward difference with bootstrap CIs, and accuracy
+// against the prompts' reference answers where they have one. Reports: mpo/ab/report.h.
 //
 // Memory: the reward backend is created first (a bad reward config fails before any generation), then policy A
 // is loaded, generates and is freed, then policy B: peak memory is the reward model plus one policy.
@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
-#include "mpo/ab_report.h"
+#include "mpo/ab/report.h"
 #include "reward/preference_data.h"
 #include "mpo/rollout.h"
 #include "plugin/reward.h"
