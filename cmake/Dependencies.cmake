@@ -57,7 +57,9 @@ endif()
 file(MAKE_DIRECTORY "${VLREWARD_FIRST_INCLUDE}/fmt")
 file(CREATE_LINK "${_fmt_header}" "${VLREWARD_FIRST_INCLUDE}/fmt/fmt" SYMBOLIC)
 add_library(vlreward_fmt INTERFACE)
-target_include_directories(vlreward_fmt BEFORE INTERFACE "$<BUILD_INTERFACE:${VLREWARD_FIRST_INCLUDE}/fmt>")
+target_include_directories(vlreward_fmt BEFORE INTERFACE "$<BUILD_INTERFACE:${VLREWARD_FIRST_INCLUDE}/fmt>"
+                           "$<INSTALL_INTERFACE:include/vlreward/first/fmt>")
+set(VLREWARD_FMT_HEADERS "${_fmt_header}")  # the install tree links include/vlreward/first/fmt/fmt here too
 target_link_libraries(vlreward_fmt INTERFACE fmt::fmt)
 
 # ---- protobuf ------------------------------------------------------------------------------------------------
