@@ -17,6 +17,7 @@
 
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
+#include "adapters/common/crc32c.h"
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/common/progress.h"
@@ -37,14 +38,6 @@ constexpr const char* kValueHeadFile = "value_head.safetensors";
 constexpr const char* kWeightName = "v_head.summary.weight";
 constexpr const char* kBiasName = "v_head.summary.bias";
 
-// FNV-1a over a file's bytes: enough to notice that a stage's data changed between runs.
-std::string file_digest(const std::string& path) {
-  const std::string bytes = read_file(path);
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return fmt::format("{:016x}", h);
-}
-
 // What decides stage k's result: the model and head it starts from, the shared settings, stages 1..k.
 json stage_identity(const RewardTrainConfig& config, size_t k) {
   const json all = config.to_json();
@@ -54,7 +47,9 @@ json stage_identity(const RewardTrainConfig& config, size_t k) {
     json files = json::array();
     for (const auto& path : config.stages[i].data) {
       std::error_code ec;
-      files.push_back({{"path", path}, {"digest", fs::is_regular_file(path, ec) ? file_digest(path) : "missing"}});
+      const std::string digest =
+          fs::is_regular_file(path, ec) ? fmt::format("crc32c:{:08x}", crc32c_of_file(path)) : "missing";
+      files.push_back({{"path", path}, {"digest", digest}});
     }
     s["data"] = files;
     stages.push_back(s);

@@ -1,5 +1,7 @@
 #include "adapters/common/crc32c.h"
 
+#include "adapters/common/mapped_file.h"
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -55,6 +57,11 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t size) {
   if (have_sse42()) return ~extend_sse42(state, p, size);
 #endif
   return ~extend_table(state, p, size);
+}
+
+uint32_t crc32c_of_file(const std::string& path) {
+  const auto file = MappedFile::open(path);
+  return crc32c_extend(0, file->data(), file->size());
 }
 
 }  // namespace vlreward
