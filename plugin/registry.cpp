@@ -1,6 +1,6 @@
 #include "plugin/registry.h"
 
-#include "plugin/remote_backend.h"
+#include "plugin/remote/remote_backend.h"
 #include "plugin/shared_library_backend.h"
 
 namespace vlreward {

@@ -22,7 +22,7 @@ using RewardFactory = std::function<std::unique_ptr<RewardBackend>(const nlohman
 class RewardRegistry {
  public:
   // A registry that knows the backends of this layer: "plugin" (a shared library loaded by path) and "remote" (a
-  // client of reward-serve replicas, plugin/remote_backend.h).
+  // client of reward-serve replicas, plugin/remote/remote_backend.h).
   // reward/ adds the neural, rule and composite backends (register_reward_backends in reward/backends.h).
   RewardRegistry();
 

@@ -29,7 +29,7 @@
 #include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
 #include "plugin/registry.h"
-#include "plugin/remote_backend.h"
+#include "plugin/remote/remote_backend.h"
 #include "plugin/wire/frame_codec.h"
 #include "reward_service.pb.h"
 

@@ -16,7 +16,7 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/server/reward_server.h"
 #include "plugin/registry.h"
-#include "plugin/remote_backend.h"
+#include "plugin/remote/remote_backend.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
 

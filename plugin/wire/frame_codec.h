@@ -1,7 +1,7 @@
 #pragma once
 // The framing both ends of reward-serve's binary protocol share (plugin/wire/reward_service.proto): a u32
 // big-endian payload length, then the payload (one serialized protobuf message). The server's limit checks and
-// incremental reader live in adapters/server/frame_codec.h; the remote backend (plugin/remote_backend.h) uses
+// incremental reader live in adapters/server/frame_codec.h; the remote backend (plugin/remote/remote_backend.h) uses
 // these pieces directly.
 #include <cstddef>
 #include <cstdint>
