@@ -13,7 +13,7 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/jsonl.h"
 #include "adapters/common/mapped_file.h"
-#include "reward/image_input.h"
+#include "adapters/image/image_reference.h"
 
 namespace vlreward {
 namespace fs = std::filesystem;
@@ -52,15 +52,16 @@ PromptRecord parse_prompt_fields(const nlohmann::json& obj, const std::string& s
     else if (it->is_number_integer()) prompt.id = it->dump();
     else throw InputError(source, "id: must be a string or an integer");
   }
+  const ImageReferenceRules rules{ImageReferenceRules::Paths::kLocal, image_root};
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(source, "images: must be a list");
     for (size_t i = 0; i < it->size(); ++i) {
-      prompt.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), image_root));
+      prompt.images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", source, i), rules));
       prompt.image_references.push_back((*it)[i].get<std::string>());  // a string: parse_image_reference checked
     }
   }
   if (auto it = obj.find("image"); it != obj.end() && !it->is_null()) {
-    prompt.images.push_back(parse_image_reference(*it, source + ": image", image_root));
+    prompt.images.push_back(parse_image_reference(*it, source + ": image", rules));
     prompt.image_references.push_back(it->get<std::string>());
   }
   prompt.question = required_text(obj, "question", source, false);

@@ -14,13 +14,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "adapters/common/base64.h"
+#include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "reward/batch_scoring.h"
 #include "adapters/common/progress.h"
 #include "adapters/hf/byte_level.h"
-#include "reward/image_input.h"
+#include "adapters/image/image_reference.h"
 
 namespace vlreward {
 namespace fs = std::filesystem;
@@ -101,15 +101,15 @@ RewardRequest parse_score_line(const std::string& line, int64_t line_number, con
   if (!obj.is_object()) throw InputError(where, "must be a JSON object");
   auto id = obj.find("id");
   if (id == obj.end() || !(id->is_string() || id->is_number_integer())) throw InputError(where, "missing \"id\" (string or integer)");
+  const ImageReferenceRules rules{ImageReferenceRules::Paths::kLocal, image_root, max_image_bytes};
   std::vector<RewardImage> images;
   if (auto it = obj.find("images"); it != obj.end() && !it->is_null()) {
     if (!it->is_array()) throw InputError(where, "\"images\" must be a list");
     for (size_t i = 0; i < it->size(); ++i)
-      images.push_back(
-          parse_image_reference((*it)[i], fmt::format("{}: images[{}]", where, i), image_root, max_image_bytes));
+      images.push_back(parse_image_reference((*it)[i], fmt::format("{}: images[{}]", where, i), rules));
   }
   if (auto it = obj.find("image"); it != obj.end() && !it->is_null())
-    images.push_back(parse_image_reference(*it, where + ": image", image_root, max_image_bytes));
+    images.push_back(parse_image_reference(*it, where + ": image", rules));
   std::optional<std::string> reference;
   if (auto it = obj.find("reference"); it != obj.end() && !it->is_null()) reference = require_string(obj, "reference", where);
   auto request = RewardRequest::single_turn(id_text(*id), std::move(images), require_string(obj, "question", where),

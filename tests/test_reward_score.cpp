@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "adapters/common/base64.h"
+#include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/image/image_decode.h"

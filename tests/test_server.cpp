@@ -27,7 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/fake_reward_backend.h"
-#include "adapters/common/base64.h"
+#include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/hf/byte_level.h"
 #include "adapters/server/batcher.h"

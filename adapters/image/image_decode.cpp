@@ -474,7 +474,8 @@ uint64_t check_image_file_size(const std::string& path, uint64_t max_bytes, cons
     throw_input_error(source, "cannot read image {}: {}", shown, std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw_input_error(source, "image {} is not a regular file", shown);
   const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > max_bytes) throw_input_error(source, "image {} is {} bytes, over the {}-byte limit", shown, size, max_bytes);
+  if (size > max_bytes)
+    throw ImageTooLargeError(source, fmt::format("image {} is {} bytes, over the {}-byte limit", shown, size, max_bytes));
   return size;
 }
 

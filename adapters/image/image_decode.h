@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "plugin/error.h"
+
 namespace vlreward {
 
 // 8-bit RGB, row-major HWC, no padding: pixel (y, x) channel c is pixels[(y * width + x) * 3 + c].
@@ -62,8 +64,14 @@ RgbImage decode_image(std::string_view bytes, const std::string& source, const D
 // Same, reading the file at `path` (named in errors).
 RgbImage decode_image_file(const std::string& path, const DecodeOptions& options = {});
 
+// An image over a size limit (bytes or pixels): a server answers it with 413, not 400.
+class ImageTooLargeError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 // The size of the image file at `path`, checked before anything is read: throws InputError(source, ...) when it
-// is not a regular file or holds more than `max_bytes` ("image photo.jpg is 1073741824 bytes, over the
+// is not a regular file, ImageTooLargeError when it holds more than `max_bytes` ("image photo.jpg is 1073741824 bytes, over the
 // 33554432-byte limit"; `name` is how the file is called there, default the path).
 uint64_t check_image_file_size(const std::string& path, uint64_t max_bytes, const std::string& source,
                                const std::string& name = "");

@@ -3,17 +3,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <new>
 #include <set>
 
 #include <fmt/format.h>
 
-#include "adapters/common/base64.h"
+#include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "adapters/hf/byte_level.h"
 #include "adapters/image/image_decode.h"
+#include "adapters/image/image_reference.h"
 #include "adapters/server/chatml.h"
 #include "adapters/server/serve_error.h"
 #include "reward_service.pb.h"
@@ -87,12 +87,6 @@ std::vector<std::string> string_list(const nlohmann::json& value, const std::str
   return out;
 }
 
-bool looks_like_image_bytes(const std::string& bytes) {
-  auto has = [&](std::string_view magic) { return bytes.compare(0, magic.size(), magic.data(), magic.size()) == 0; };
-  return has("\xFF\xD8\xFF") || has("\x89PNG") || has("GIF8") || has("RIFF") || has("BM") ||
-         has(std::string_view("II*\0", 4)) || has(std::string_view("MM\0*", 4));
-}
-
 int64_t image_tokens(int64_t width, int64_t height) {
   const int64_t w = (width + kMergedPatchPixels - 1) / kMergedPatchPixels;
   const int64_t h = (height + kMergedPatchPixels - 1) / kMergedPatchPixels;
@@ -100,11 +94,17 @@ int64_t image_tokens(int64_t width, int64_t height) {
   return std::clamp(w * h, kMinImageTokens, kMaxImageTokens);
 }
 
-bool path_within(const fs::path& path, const fs::path& root) {
-  auto p = path.begin();
-  for (auto r = root.begin(); r != root.end(); ++r, ++p)
-    if (p == path.end() || *p != *r) return false;
-  return true;
+// Image references go through the one parser (adapters/image/image_reference.h) under the server's rules; its
+// errors become the server's: an image over a limit 413, anything else 400.
+template <typename F>
+RewardImage image_step(F&& step) {
+  try {
+    return step();
+  } catch (const ImageTooLargeError& e) {
+    too_large(utf8_decode_lossy(e.what()));
+  } catch (const InputError& e) {
+    bad(utf8_decode_lossy(e.what()));
+  }
 }
 
 }  // namespace
@@ -119,6 +119,8 @@ ServeError decoding_failure(const std::string& where, std::exception_ptr error) 
     return ServeError(ServeErrorKind::kBadRequest, fmt::format("{}: {}", where, utf8_decode_lossy(e.what())));
   } catch (const std::bad_alloc&) {
     return ServeError(ServeErrorKind::kTooLarge, fmt::format("{}: too large to decode", where));
+  } catch (const ImageTooLargeError& e) {
+    return ServeError(ServeErrorKind::kTooLarge, utf8_decode_lossy(e.what()));
   } catch (const InputError& e) {
     return ServeError(ServeErrorKind::kBadRequest, utf8_decode_lossy(e.what()));
   } catch (const std::exception& e) {
@@ -129,12 +131,14 @@ ServeError decoding_failure(const std::string& where, std::exception_ptr error) 
 }
 
 RequestDecoder::RequestDecoder(const ServerConfig& config) : limits_(config.limits) {
+  image_rules_.paths = ImageReferenceRules::Paths::kUnderRoot;
+  image_rules_.max_image_bytes = limits_.max_image_bytes;
   if (!config.image_root.empty()) {
     std::error_code ec;
     const fs::path root = fs::canonical(config.image_root, ec);
     if (ec || !fs::is_directory(root, ec))
       throw InputError(config.image_root, "image_root is not an existing directory");
-    image_root_ = root.string();
+    image_rules_.image_root = root.string();
   }
 }
 
@@ -152,55 +156,17 @@ nlohmann::json RequestDecoder::parse_json_body(const std::string& body) const {
   });
 }
 
-RewardImage RequestDecoder::image_from_path(const std::string& text, const std::string& where) const {
-  return read_image_under_root(text, where, "");
-}
-
-RewardImage RequestDecoder::read_image_under_root(const std::string& text, const std::string& where,
-                                                  const char* not_found_prefix) const {
-  if (image_root_.empty()) bad(fmt::format("{}: path images are disabled (the server has no image_root)", where));
-  const fs::path given(text);
-  if (text.empty() || given.is_absolute()) bad(fmt::format("{}: image paths must be relative to the image root", where));
-  for (const auto& part : given)
-    if (part == "..") bad(fmt::format("{}: \"..\" is not allowed in image paths ({})", where, shorten(text)));
-  std::error_code ec;
-  const fs::path resolved = fs::canonical(fs::path(image_root_) / given, ec);
-  if (ec) bad(fmt::format("{}: {}no such image under the image root: {}", where, not_found_prefix, shorten(text)));
-  // canonical() followed every symlink: what remains must still be inside the root.
-  if (!path_within(resolved, fs::path(image_root_)))
-    bad(fmt::format("{}: {} resolves outside the image root (symlink)", where, shorten(text)));
-  if (!fs::is_regular_file(resolved, ec)) bad(fmt::format("{}: {} is not a regular file", where, shorten(text)));
-  const auto size = fs::file_size(resolved, ec);
-  if (ec) bad(fmt::format("{}: cannot stat {}", where, shorten(text)));
-  if (size > limits_.max_image_bytes)
-    too_large(fmt::format("{}: image file of {} bytes exceeds the limit of {} bytes", where, size, limits_.max_image_bytes));
-  std::ifstream in(resolved, std::ios::binary);
-  std::string bytes(size, '\0');
-  if (!in.read(bytes.data(), static_cast<std::streamsize>(size)))
-    bad(fmt::format("{}: cannot read {}", where, shorten(text)));
-  return RewardImage::from_bytes(std::move(bytes));
+RewardImage RequestDecoder::image_from_path(const std::string& path, const std::string& where) const {
+  return image_step([&] { return read_path_image(resolve_image_path(path, where, image_rules_), where); });
 }
 
 RewardImage RequestDecoder::image_from_string(const std::string& text, const std::string& where) const {
-  if (text.empty()) bad(where + ": empty image string");
-  for (const char* scheme : {"http://", "https://", "ftp://", "file://", "s3://", "gs://"})
-    if (text.rfind(scheme, 0) == 0)
-      bad(fmt::format("{}: image URLs are not fetched; send base64, a data URI, or a path under the image root", where));
-  // Base64 is 4/3 the size of the bytes it holds: refuse oversized strings before decoding them.
-  if (text.size() / 4 * 3 > limits_.max_image_bytes + 3)
-    too_large(fmt::format("{}: image of about {} bytes exceeds the limit of {} bytes", where, text.size() / 4 * 3,
-                          limits_.max_image_bytes));
-  if (text.rfind("data:", 0) == 0) {
-    auto uri = parse_data_uri(text);
-    if (!uri) bad(fmt::format("{}: malformed data URI (expected data:<mime>;base64,<valid base64>)", where));
-    return RewardImage::from_bytes(std::move(uri->bytes), uri->mime_type);
-  }
-  auto bytes = base64_decode(text);
-  if (bytes && looks_like_image_bytes(*bytes)) return RewardImage::from_bytes(std::move(*bytes));
-  if (!image_root_.empty() && text.size() < 4096)
-    return read_image_under_root(text, where, bytes ? "" : "invalid base64, and ");
-  if (!bytes) bad(fmt::format("{}: invalid base64 (and not a data URI; path images need an image_root)", where));
-  return RewardImage::from_bytes(std::move(*bytes));  // probed (and refused) by check_sample
+  return image_step([&] { return read_path_image(parse_image_reference(text, where, image_rules_), where); });
+}
+
+RewardImage RequestDecoder::read_path_image(RewardImage image, const std::string& where) const {
+  if (image.path.empty()) return image;
+  return RewardImage::from_bytes(read_image_file(image.path, limits_.max_image_bytes, where));
 }
 
 SampleCost RequestDecoder::check_sample(const RewardRequest& request, const std::string& where) const {

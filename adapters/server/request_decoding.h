@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/image/image_reference.h"
 #include "adapters/server/serve_error.h"
 #include "adapters/server/server_config.h"
 #include "plugin/reward.h"
@@ -82,8 +83,9 @@ class RequestDecoder {
   // Binary protocol.
   std::vector<DecodedSample> decode_proto(const serve::ScoreRequest& request) const;
 
-  // An image given as a string: a data URI, base64, or (with image_root) a relative path under it. URLs are
-  // refused. The result always holds bytes (paths are read here, after confinement).
+  // An image given as a string, or explicitly as a path: parse_image_reference / resolve_image_path
+  // (adapters/image/image_reference.h) with the paths confined to image_root. The result always holds bytes (paths
+  // are read here, after confinement).
   RewardImage image_from_string(const std::string& text, const std::string& where) const;
   RewardImage image_from_path(const std::string& path, const std::string& where) const;
   // Checks the per-sample limits (text, images, pixels from the header) and returns the sample's cost.
@@ -97,13 +99,13 @@ class RequestDecoder {
   GetRewardRequest decode_get_reward_unguarded(const nlohmann::json& body) const;
   ClassifyRequest decode_classify_unguarded(const nlohmann::json& body) const;
   std::vector<DecodedSample> decode_proto_unguarded(const serve::ScoreRequest& request) const;
-  RewardImage read_image_under_root(const std::string& path, const std::string& where, const char* not_found_prefix) const;
+  RewardImage read_path_image(RewardImage image, const std::string& where) const;
   DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
   std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;
   void check_sample_count(size_t n, const std::string& where) const;
 
   ServerLimits limits_;
-  std::string image_root_;  // canonical, or empty when path images are off
+  ImageReferenceRules image_rules_;  // kUnderRoot; image_root canonical, or empty when path images are off
 };
 
 }  // namespace vlreward

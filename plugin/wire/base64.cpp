@@ -1,4 +1,4 @@
-#include "adapters/common/base64.h"
+#include "plugin/wire/base64.h"
 
 #include <array>
 #include <cstdint>

@@ -1,5 +1,6 @@
 #pragma once
-// Standard base64 (RFC 4648, with padding) and data URIs, for images sent inline in JSON.
+// Standard base64 (RFC 4648, with padding) and data URIs: how images travel inline in JSON, encoded by the remote
+// backend and decoded by the server and the record readers.
 #include <optional>
 #include <string>
 #include <string_view>
