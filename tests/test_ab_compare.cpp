@@ -21,6 +21,7 @@
 #include "mpo/ab/compare.h"
 #include "mpo/ab/report.h"
 #include "mpo/ab/stats.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;
@@ -31,13 +32,6 @@ namespace {
 const std::string kFixtures = VLREWARD_FIXTURES_DIR;
 const std::string kTinyModel = kFixtures + "/model/tiny";
 const std::string kImages = kFixtures + "/reward/images";
-
-fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("vlreward_ab_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 BootstrapOptions boot(int64_t resamples, uint64_t seed = 0) {
   BootstrapOptions b;
@@ -291,7 +285,7 @@ TEST(AbReport, HtmlIsSelfContainedEscapedAndHasTheCharts) {
   EXPECT_NE(html.find("Responses (first 3 of 6 prompts)"), std::string::npos);
   EXPECT_EQ(count("<td class=\"num\">4</td>"), 0u) << "only the first 3 prompts are shown";
   // The JSON writer survives the invalid UTF-8 too.
-  const auto dir = temp_dir("reports");
+  const auto dir = test_support::scratch_dir("reports");
   const auto [json_path, html_path] = write_reports(r, dir.string(), 3);
   EXPECT_TRUE(nlohmann::json::parse(read_file(json_path))["rows"].is_array());
   EXPECT_EQ(read_file(html_path), html);
@@ -428,7 +422,7 @@ const std::string kCommon = " --max-new-tokens 8 --bootstrap 1000 --max-pixels 1
 }  // namespace
 
 TEST(AbCompareCli, PolicyAgainstItselfIsAllTiesWithReferenceAccuracy) {
-  const auto dir = temp_dir("self");
+  const auto dir = test_support::scratch_dir("self");
   const std::string prompts = write_prompts(dir);
   std::ofstream(dir / "reward.yaml") << "type: exact_match\n";
   const auto out = dir / "out";
@@ -459,7 +453,7 @@ TEST(AbCompareCli, PolicyAgainstItselfIsAllTiesWithReferenceAccuracy) {
 }
 
 TEST(AbCompareCli, PerturbedPolicyScoredByTheTinyRewardModel) {
-  const auto dir = temp_dir("perturbed");
+  const auto dir = test_support::scratch_dir("perturbed");
   const std::string prompts = write_prompts(dir);
   const std::string policy_b = perturbed_tiny_model(dir);
   const auto out = dir / "out";
@@ -488,7 +482,7 @@ TEST(AbCompareCli, PerturbedPolicyScoredByTheTinyRewardModel) {
 }
 
 TEST(AbCompareCli, UsageAndInputErrorsExitWithTwo) {
-  const auto dir = temp_dir("usage");
+  const auto dir = test_support::scratch_dir("usage");
   const std::string prompts = write_prompts(dir);
   std::ofstream(dir / "reward.yaml") << "type: exact_match\n";
   const std::string reward = " --reward " + (dir / "reward.yaml").string();

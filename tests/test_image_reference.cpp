@@ -9,7 +9,7 @@
 
 #include "plugin/wire/base64.h"
 #include "adapters/image/image_reference.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace vlreward {
 namespace {

@@ -15,6 +15,7 @@
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;
@@ -40,13 +41,6 @@ Qwen2_5_VLModel tiny_model(uint64_t seed = 7) {
   model->init_weights(seed, 0.1);
   model->eval();
   return model;
-}
-
-fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("vlreward_model_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
@@ -248,7 +242,7 @@ TEST(Generate, SamplingIsSeededPerRequest) {
 
 TEST(Weights, SaveLoadSaveIsIdentical) {
   auto model = tiny_model(3);
-  auto dir1 = temp_dir("save1"), dir2 = temp_dir("save2");
+  auto dir1 = test_support::scratch_dir("save1"), dir2 = test_support::scratch_dir("save2");
   save_checkpoint(*model, dir1.string());
   auto reloaded = Qwen2_5_VLModel(tiny_config(), torch::TensorOptions().dtype(torch::kFloat32));
   auto report = load_checkpoint(*reloaded, dir1.string(), false);
@@ -259,7 +253,7 @@ TEST(Weights, SaveLoadSaveIsIdentical) {
 
 TEST(Weights, ShardedSaveLoadsBackAndBf16ConvertsToFp32) {
   auto model = tiny_model(5);
-  auto dir = temp_dir("sharded");
+  auto dir = test_support::scratch_dir("sharded");
   save_checkpoint(*model, dir.string(), 200000);
   EXPECT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
   auto reloaded = Qwen2_5_VLModel(tiny_config(), torch::TensorOptions().dtype(torch::kFloat32));
@@ -275,7 +269,7 @@ TEST(Weights, ShardedSaveLoadsBackAndBf16ConvertsToFp32) {
     else if (name.rfind("model.", 0) == 0) name = "model.language_model." + name.substr(6);
     renamed.emplace_back(name, p.value().to(torch::kBFloat16));
   }
-  auto bf16_dir = temp_dir("bf16");
+  auto bf16_dir = test_support::scratch_dir("bf16");
   write_safetensors((bf16_dir / "model.safetensors").string(), renamed);
   load_checkpoint(*reloaded, bf16_dir.string(), false);
   for (auto& p : model->named_parameters())
@@ -292,7 +286,7 @@ void expect_load_error(const std::string& name,
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value().detach());
   edit(tensors);
-  auto dir = temp_dir(name);
+  auto dir = test_support::scratch_dir(name);
   write_safetensors((dir / "model.safetensors").string(), tensors);
   auto target = Qwen2_5_VLModel(tiny_config(), torch::TensorOptions().dtype(torch::kFloat32));
   try {
@@ -324,7 +318,7 @@ TEST(Weights, LoaderErrorsNameTheTensor) {
 
 TEST(Weights, TruncatedShardIsNamed) {
   auto model = tiny_model(2);
-  auto dir = temp_dir("truncated");
+  auto dir = test_support::scratch_dir("truncated");
   save_checkpoint(*model, dir.string(), 200000);
   fs::path shard;
   for (auto& entry : fs::directory_iterator(dir))

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/common/mapped_file.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 
@@ -20,13 +21,6 @@ const std::string kFixtures = VLREWARD_FIXTURES_DIR;
 const std::string kModelArgs = " --model " + kFixtures + "/model/tiny --value-head " + kFixtures +
                                "/reward/value_head.safetensors --no-progress";
 
-fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("vlreward_cli_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 int run(const std::string& command) {
   const int status = std::system((command + " 2>/dev/null").c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -35,7 +29,7 @@ int run(const std::string& command) {
 }  // namespace
 
 TEST(RewardScoreCli, ScoresTheCommittedSampleAndMatchesTheReference) {
-  auto dir = temp_dir("score");
+  auto dir = vlreward::test_support::scratch_dir("score");
   const std::string out = (dir / "scores.jsonl").string();
   ASSERT_EQ(run(std::string(REWARD_SCORE_BIN) + " --input " + kFixtures + "/reward/items.jsonl --output " + out + kModelArgs), 0);
   const auto expected = nlohmann::json::parse(vlreward::read_file(kFixtures + "/reward/expected.json"))["items"];
@@ -52,7 +46,7 @@ TEST(RewardScoreCli, ScoresTheCommittedSampleAndMatchesTheReference) {
 }
 
 TEST(RewardScoreCli, ExitCodeSaysWhetherAnyLineFailed) {
-  auto dir = temp_dir("failing");
+  auto dir = vlreward::test_support::scratch_dir("failing");
   std::ofstream(dir / "in.jsonl") << R"({"id": "ok", "images": [], "question": "q", "response": "r"})" << "\n"
                                   << R"({"id": "bad", "images": ["missing.png"], "question": "q", "response": "r"})" << "\n";
   const std::string out = (dir / "out.jsonl").string();
@@ -74,7 +68,7 @@ TEST(RewardScoreCli, ExitCodeSaysWhetherAnyLineFailed) {
 }
 
 TEST(RewardEvalCli, EvaluatesTheVlRewardBenchSample) {
-  auto dir = temp_dir("eval");
+  auto dir = vlreward::test_support::scratch_dir("eval");
   const std::string out = (dir / "results.json").string();
   ASSERT_EQ(run(std::string(REWARD_EVAL_BIN) + " --data " + kFixtures + "/reward/vlrb_sample.jsonl --output " + out +
                 kModelArgs),

@@ -20,18 +20,12 @@
 #include "reward/batch_scoring.h"
 #include "reward/batch_scoring.h"
 #include "reward/score_jsonl.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("vlreward_score_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 void write(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -77,7 +71,7 @@ not json at all
 }  // namespace
 
 TEST(RewardScore, ScoresGoodLinesAndRecordsErrorsForBadOnes) {
-  auto dir = temp_dir("basic");
+  auto dir = test_support::scratch_dir("basic");
   write(dir / "in.jsonl", kInput);
   auto backend = exact_match();
   ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 2, false, false, false};
@@ -98,7 +92,7 @@ TEST(RewardScore, ScoresGoodLinesAndRecordsErrorsForBadOnes) {
 }
 
 TEST(RewardScore, NumbersOutOfRangeAreErrorsOfTheirLineOnly) {
-  auto dir = temp_dir("out_of_range");
+  auto dir = test_support::scratch_dir("out_of_range");
   write(dir / "in.jsonl", R"({"id": "a", "question": "q", "response": "4", "reference": "4"}
 {"id": "b", "question": "q", "response": "r", "reference": 1e400}
 {"id": "c", "question": "q", "response": "5", "reference": "5", "extra": [-1e309]}
@@ -132,7 +126,7 @@ class EchoingFailures : public RewardBackend {
 };
 
 TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
-  auto dir = temp_dir("utf8");
+  auto dir = test_support::scratch_dir("utf8");
   write(dir / "in.jsonl", std::string(R"({"id": "a", "question": "q", "response": "one"})") + "\n" +
                               R"({"id": "b", "question": "q", "response": "t)" + "\xff" + R"(o"})" + "\n" +
                               R"({"id": "c", "question": "q", "response": "fail:three"})" + "\n" +
@@ -154,7 +148,7 @@ TEST(RewardScore, InvalidUtf8FailsOnlyItsLineAndRecordsStayValidJson) {
 
 // Hostile lines, each between good ones: every one becomes its own error record and the good lines score.
 TEST(RewardScore, HostileLinesFailAloneAndEveryGoodLineScores) {
-  auto dir = temp_dir("hostile");
+  auto dir = test_support::scratch_dir("hostile");
   auto good = [](size_t i) {
     return R"({"id": "ok)" + std::to_string(i) + R"(", "question": "q", "response": "x", "reference": "x"})";
   };
@@ -192,7 +186,7 @@ TEST(RewardScore, HostileLinesFailAloneAndEveryGoodLineScores) {
 }
 
 TEST(RewardScore, OversizedImageFilesAreRefusedBeforeReading) {
-  auto dir = temp_dir("big_images");
+  auto dir = test_support::scratch_dir("big_images");
   write(dir / "small.png", "\x89PNG\r\n\x1a\n" + std::string(192, 'x'));
   write(dir / "big.png", "\x89PNG\r\n\x1a\n");
   fs::resize_file(dir / "big.png", 1ull << 30);  // sparse: costs no disk, and must cost no memory either
@@ -233,7 +227,7 @@ TEST(RewardScore, OversizedImageFilesAreRefusedBeforeReading) {
 }
 
 TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
-  auto dir = temp_dir("resume");
+  auto dir = test_support::scratch_dir("resume");
   write(dir / "in.jsonl", kInput);
   ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 1, false, false, false};
   // Simulate a run killed mid-write: two complete records and half of a third.
@@ -258,7 +252,7 @@ TEST(RewardScore, RefusesToClobberAndResumesAfterATornLine) {
 }
 
 TEST(RewardScore, AnOutputThatCannotBeWrittenStopsTheRunAsIncomplete) {
-  auto dir = temp_dir("incomplete");
+  auto dir = test_support::scratch_dir("incomplete");
   write(dir / "in.jsonl", kInput);
   auto backend = exact_match();
   ScoreJsonlOptions o{(dir / "in.jsonl").string(), (dir / "out.jsonl").string(), {}, 1, false, false, false};
@@ -289,7 +283,7 @@ TEST(RewardScore, AnOutputThatCannotBeWrittenStopsTheRunAsIncomplete) {
 }
 
 TEST(RewardScore, ImagesResolveAsPathsBase64AndDataUris) {
-  auto dir = temp_dir("images");
+  auto dir = test_support::scratch_dir("images");
   const std::string png = "\x89PNG\r\n\x1a\n-not-a-real-png";
   write(dir / "pic.png", png);
   const std::string b64 = base64_encode(png);

@@ -19,6 +19,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -29,22 +30,6 @@ namespace {
 const fs::path kFixtures = fs::path(VLREWARD_FIXTURES_DIR) / "safetensors";
 
 json manifest() { return json::parse(read_file((kFixtures / "manifest.json").string())); }
-
-fs::path temp_root() { return fs::temp_directory_path() / ("vlreward_st_" + std::to_string(::getpid())); }
-
-// Removes this run's temp files when the suite ends.
-class TempCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
-fs::path temp_dir(const std::string& name) {
-  auto d = temp_root() / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void write_bytes(const fs::path& p, const std::string& bytes) {
   FILE* f = std::fopen(p.c_str(), "wb");
@@ -226,7 +211,7 @@ TEST(Safetensors, ViewsKeepTheMappingAlive) {
 
 TEST(Safetensors, RewriteIsByteIdenticalToTheReference) {
   const json m = manifest();
-  auto dir = temp_dir("rewrite");
+  auto dir = test_support::scratch_dir("rewrite");
   std::vector<fs::path> sources;
   for (const auto& [filename, want] : m.at("files").items()) sources.push_back(kFixtures / filename);
   for (const auto& shard : fs::directory_iterator(kFixtures / "sharded"))
@@ -247,7 +232,7 @@ TEST(Safetensors, WriterOrdersByAlignmentThenNameAndPads) {
   const float f[2] = {1.5f, -2.0f};
   const int64_t i = 7;
   const uint16_t h = 0x3F80;
-  auto p = temp_dir("order") / "o.safetensors";
+  auto p = test_support::scratch_dir("order") / "o.safetensors";
   write_safetensors(p.string(),
                     {{"z_bool", DType::BOOL, {1}, &b1, 1},
                      {"b_f32", DType::F32, {2}, f, 8},
@@ -274,7 +259,7 @@ TEST(Safetensors, WriteReadRoundTrip) {
   std::vector<int64_t> i64 = {-5, 0, 1LL << 40};
   std::vector<uint8_t> boolean = {1, 0, 0, 1};
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"zeta", "last"}, {"alpha", "first\n\"q\""}};
-  auto p = temp_dir("roundtrip") / "r.safetensors";
+  auto p = test_support::scratch_dir("roundtrip") / "r.safetensors";
   write_safetensors(p.string(),
                     {{"w", DType::F32, {2, 3, 5}, f32.data(), f32.size() * 4},
                      {"ids", DType::I64, {3}, i64.data(), 24},
@@ -297,7 +282,7 @@ TEST(Safetensors, WriteReadRoundTrip) {
 }
 
 TEST(Safetensors, WriterRejectsInconsistentInput) {
-  auto dir = temp_dir("writer_errors");
+  auto dir = test_support::scratch_dir("writer_errors");
   const std::string p = (dir / "bad.safetensors").string();
   const float f[4] = {};
   expect_input_error([&] { write_safetensors(p, {{"w", DType::F32, {3}, f, 8}}); },
@@ -389,7 +374,7 @@ TEST(Safetensors, MalformedFilesGiveSpecificErrors) {
       {"metadata value not a string", st_bytes(R"({"__metadata__":{"k":1}})", 0),
        {"\"__metadata__\".\"k\" must be a string, got number"}},
   };
-  auto dir = temp_dir("malformed");
+  auto dir = test_support::scratch_dir("malformed");
   std::set<std::string> distinct_messages;
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& c = cases[i];
@@ -404,7 +389,7 @@ TEST(Safetensors, MalformedFilesGiveSpecificErrors) {
 }
 
 TEST(Safetensors, AcceptsWhatTheReferenceAccepts) {
-  auto dir = temp_dir("accepted");
+  auto dir = test_support::scratch_dir("accepted");
   // Unpadded header (data then misaligned), extra keys in an entry, null metadata, zero-size tensors sharing an
   // offset, whitespace around the JSON: all read by the Rust crate.
   const std::string header =
@@ -444,7 +429,7 @@ TEST(SafetensorsCheckpoint, ReadsTheReferenceShardedCheckpoint) {
 }
 
 TEST(SafetensorsCheckpoint, SingleFileAndDirectoryWithModelSafetensors) {
-  auto dir = temp_dir("single");
+  auto dir = test_support::scratch_dir("single");
   fs::copy_file(kFixtures / "no_metadata.safetensors", dir / "model.safetensors");
   SafetensorsCheckpoint by_dir = SafetensorsCheckpoint::open(dir.string());
   EXPECT_EQ(by_dir.names(), (std::vector<std::string>{"a", "b", "c"}));
@@ -477,7 +462,7 @@ TEST(SafetensorsCheckpoint, MalformedIndexGivesSpecificErrors) {
   };
   int n = 0;
   for (const auto& c : cases) {
-    auto dir = temp_dir("index" + std::to_string(n++));
+    auto dir = test_support::scratch_dir("index" + std::to_string(n++));
     fs::copy_file(src / s1, dir / s1);
     fs::copy_file(src / s2, dir / s2);
     const fs::path index = dir / "model.safetensors.index.json";
@@ -488,7 +473,7 @@ TEST(SafetensorsCheckpoint, MalformedIndexGivesSpecificErrors) {
   }
 
   // The same tensor in two shards: a third shard holding a copy of model.norm.weight.
-  auto dir = temp_dir("duplicate");
+  auto dir = test_support::scratch_dir("duplicate");
   fs::copy_file(src / s1, dir / s1);
   fs::copy_file(src / s2, dir / s2);
   SafetensorsFile second = SafetensorsFile::open((dir / s2).string());
@@ -510,11 +495,11 @@ TEST(SafetensorsCheckpoint, MalformedIndexGivesSpecificErrors) {
                       "tensor 'model.norm.weight' is present in two shards: \"extra.safetensors\" and \"" + s2 + "\""},
                      "two shards");
 
-  auto empty = temp_dir("empty_dir");
+  auto empty = test_support::scratch_dir("empty_dir");
   expect_input_error([&] { SafetensorsCheckpoint::open(empty.string()); },
                      {empty.string(), "neither model.safetensors.index.json nor model.safetensors"}, "empty dir");
   // A broken shard reports the shard's own path.
-  auto broken = temp_dir("broken_shard");
+  auto broken = test_support::scratch_dir("broken_shard");
   fs::copy_file(src / s1, broken / s1);
   write_bytes(broken / s2, "abc");
   fs::copy_file(src / "model.safetensors.index.json", broken / "model.safetensors.index.json");

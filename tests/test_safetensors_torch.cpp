@@ -13,6 +13,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -21,22 +22,6 @@ using namespace vlreward;
 namespace {
 
 const fs::path kFixtures = fs::path(VLREWARD_FIXTURES_DIR) / "safetensors";
-
-fs::path temp_root() { return fs::temp_directory_path() / ("vlreward_st_torch_" + std::to_string(::getpid())); }
-
-// Removes this run's temp files when the suite ends.
-class TempCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
-fs::path temp_dir(const std::string& name) {
-  auto d = temp_root() / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void write_bytes(const fs::path& p, const std::string& bytes) {
   FILE* f = std::fopen(p.c_str(), "wb");
@@ -145,7 +130,7 @@ TEST(SafetensorsTorch, MisalignedDataIsCopied) {
   while ((8 + h.size()) % 4 == 0) h += ' ';
   const float values[2] = {1.25f, -3.5f};
   std::string bytes = le64(h.size()) + h + std::string(reinterpret_cast<const char*>(values), 8);
-  auto p = temp_dir("misaligned") / "m.safetensors";
+  auto p = test_support::scratch_dir("misaligned") / "m.safetensors";
   write_bytes(p, bytes);
   SafetensorsFile f = SafetensorsFile::open(p.string());
   const TensorView& view = f.get("w");
@@ -158,7 +143,7 @@ TEST(SafetensorsTorch, MisalignedDataIsCopied) {
 
 TEST(SafetensorsTorch, NonCanonicalBoolIsRejected) {
   const std::string h = R"({"mask":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})";
-  auto p = temp_dir("bool") / "b.safetensors";
+  auto p = test_support::scratch_dir("bool") / "b.safetensors";
   write_bytes(p, le64(h.size()) + h + std::string("\x01\x00\x02", 3));
   SafetensorsFile f = SafetensorsFile::open(p.string());
   try {
@@ -183,7 +168,7 @@ TEST(SafetensorsTorch, TorchWriterRoundTripsAndMatchesTheReference) {
   int non_contiguous = 0;
   for (const auto& kv : tensors) non_contiguous += kv.second.is_contiguous() ? 0 : 1;
   ASSERT_EQ(non_contiguous, 1);
-  auto p = temp_dir("writer") / "w.safetensors";
+  auto p = test_support::scratch_dir("writer") / "w.safetensors";
   write_safetensors(p.string(), tensors, f.metadata());
   EXPECT_EQ(read_file(p.string()), read_file((kFixtures / "all_dtypes.safetensors").string()));
 

@@ -38,4 +38,14 @@ class TempDir {
   std::string path_;
 };
 
+// A fresh directory `name` under one TempDir that lives as long as the test process (removed when it exits), for
+// tests that hand paths around rather than hold a TempDir.
+inline std::filesystem::path scratch_dir(const std::string& name) {
+  static const TempDir root("vlreward_scratch");
+  const auto dir = std::filesystem::path(root.path()) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 }  // namespace vlreward::test_support
