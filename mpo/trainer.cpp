@@ -38,10 +38,6 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
 
-qwen::Qwen2_5_VLModel load_model(const std::string& dir, const std::string& dtype, const torch::Device& device) {
-  return qwen::load_pretrained(dir, qwen::parse_parameter_dtype(dtype, "model.dtype"), device).model;
-}
-
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
 std::string progress_status(const std::map<std::string, double>& metrics) {
   auto get = [&](const char* key) {
@@ -227,19 +223,39 @@ std::optional<std::string> resolve_resume(const std::string& resume, const std::
   return checkpoints.back().second;
 }
 
-MpoTrainer::MpoTrainer(TrainConfig config) : config_(std::move(config)), device_(config_.model.device) {
-  if (device_.is_cuda() && !torch::cuda::is_available())
-    throw InputError("model.device", fmt::format("\"{}\" requested but CUDA is not available", config_.model.device));
+MpoModels load_mpo_models(const TrainConfig& config) {
+  const torch::Device device = qwen::parse_device(config.model.device, "model.device");
+  const auto dtype = qwen::parse_parameter_dtype(config.model.dtype, "model.dtype");
+  MpoModels models;
+  models.processor = std::make_unique<Qwen2_5_VLProcessor>(
+      Qwen2_5_VLProcessor::from_directory(config.model.path, {config.model.min_pixels, config.model.max_pixels}));
+  models.policy = qwen::load_pretrained(config.model.path, dtype, device).model;
+  // SFT alone never looks at a reference, so none is loaded (half the memory).
+  if (config.reference.source == ReferenceSource::kModel && !config.sft_only())
+    models.reference = qwen::load_pretrained(config.reference.path.empty() ? config.model.path : config.reference.path,
+                                             dtype, device).model;
+  return models;
+}
+
+MpoTrainer::MpoTrainer(TrainConfig config) : MpoTrainer(config, load_mpo_models(config)) {}
+
+MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
+    : config_(std::move(config)),
+      device_(qwen::parse_device(config_.model.device, "model.device")),
+      processor_(std::move(models.processor)),
+      policy_(std::move(models.policy)),
+      reference_(std::move(models.reference)) {
+  if (!processor_ || policy_.is_empty()) throw InputError("MpoTrainer", "needs a processor and a policy model");
+  const bool uses_reference = config_.reference.source == ReferenceSource::kModel && !config_.sft_only();
+  if (uses_reference == reference_.is_empty())
+    throw InputError("reference.source", uses_reference ? "is \"model\" but no reference model was given"
+                                                        : "uses no reference model, but one was given");
   if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
   torch::manual_seed(config_.train.seed);
-  processor_ = std::make_unique<Qwen2_5_VLProcessor>(
-      Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
-  policy_ = load_model(config_.model.path, config_.model.dtype, device_);
+  policy_->to(device_);
   policy_->train();
-  // SFT alone never looks at a reference, so none is loaded (half the memory).
-  if (config_.reference.source == ReferenceSource::kModel && !config_.sft_only()) {
-    reference_ = load_model(config_.reference.path.empty() ? config_.model.path : config_.reference.path,
-                            config_.model.dtype, device_);
+  if (!reference_.is_empty()) {
+    reference_->to(device_);
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
   }

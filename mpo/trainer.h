@@ -85,11 +85,26 @@ std::optional<std::string> resolve_resume(const std::string& resume, const std::
 // InputError naming the file when it is missing or unreadable.
 int64_t checkpoint_round(const std::string& checkpoint_dir);
 
+// What an MPO trainer trains, built outside it: loaded from the config's directories (load_mpo_models), or made by
+// the caller — a model already in memory, a test's randomly initialised one.
+struct MpoModels {
+  std::unique_ptr<Qwen2_5_VLProcessor> processor;
+  qwen::Qwen2_5_VLModel policy{nullptr};
+  qwen::Qwen2_5_VLModel reference{nullptr};  // none for SFT-only and precomputed-reference runs
+};
+
+// The processor and the policy from model.path, and (reference.source = model, unless SFT-only) the reference from
+// reference.path or model.path, in model.dtype on model.device.
+MpoModels load_mpo_models(const TrainConfig& config);
+
 class MpoTrainer {
  public:
-  // Loads the processor, the policy and (reference.source = model) the reference; applies the freeze switches;
-  // builds AdamW over the trainable parameters.
+  // Trains load_mpo_models(config).
   explicit MpoTrainer(TrainConfig config);
+  // Trains the given models (moved to model.device): applies the freeze switches, builds AdamW over the trainable
+  // parameters. A reference must be given exactly when the config uses one (InputError otherwise). Checkpoints and
+  // the exported policy take their tokenizer and processor files from model.path.
+  MpoTrainer(TrainConfig config, MpoModels models);
   ~MpoTrainer();
   MpoTrainer(const MpoTrainer&) = delete;
   MpoTrainer& operator=(const MpoTrainer&) = delete;

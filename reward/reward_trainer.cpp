@@ -133,26 +133,39 @@ std::vector<int64_t> pair_order(int64_t n, uint64_t seed, int64_t stage, int64_t
   return order;
 }
 
-RewardTrainer::RewardTrainer(RewardTrainConfig config) : config_(std::move(config)), device_(config_.model.device) {
-  if (device_.is_cuda() && !torch::cuda::is_available())
-    throw InputError("model.device", fmt::format("\"{}\" requested but CUDA is not available", config_.model.device));
-  if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
-  processor_ = std::make_unique<Qwen2_5_VLProcessor>(
-      Qwen2_5_VLProcessor::from_directory(config_.model.path, {config_.model.min_pixels, config_.model.max_pixels}));
-  auto pretrained = qwen::load_pretrained(config_.model.path,
-                                         qwen::parse_parameter_dtype(config_.model.dtype, "model.dtype"), device_);
-  model_ = pretrained.model;
+RewardModels load_reward_models(const RewardTrainConfig& config) {
+  const torch::Device device = qwen::parse_device(config.model.device, "model.device");
+  RewardModels models;
+  models.processor = std::make_unique<Qwen2_5_VLProcessor>(
+      Qwen2_5_VLProcessor::from_directory(config.model.path, {config.model.min_pixels, config.model.max_pixels}));
+  auto pretrained =
+      qwen::load_pretrained(config.model.path, qwen::parse_parameter_dtype(config.model.dtype, "model.dtype"), device);
+  models.backbone = pretrained.model;
   const int64_t hidden = pretrained.config.text.hidden_size;
-  if (!config_.value_head.path.empty()) {
-    head_ = load_value_head(config_.value_head.path, hidden);
+  if (!config.value_head.path.empty()) {
+    models.value_head = load_value_head(config.value_head.path, hidden);
   } else {
-    head_ = ValueHead(hidden);
-    if (config_.value_head.init == "normal") {
+    models.value_head = ValueHead(hidden);
+    if (config.value_head.init == "normal") {
       torch::NoGradGuard no_grad;
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(config_.value_head.seed);
-      head_->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(hidden + 1)), gen);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(config.value_head.seed);
+      models.value_head->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(hidden + 1)), gen);
     }
   }
+  return models;
+}
+
+RewardTrainer::RewardTrainer(RewardTrainConfig config) : RewardTrainer(config, load_reward_models(config)) {}
+
+RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
+    : config_(std::move(config)),
+      device_(qwen::parse_device(config_.model.device, "model.device")),
+      processor_(std::move(models.processor)),
+      model_(std::move(models.backbone)),
+      head_(std::move(models.value_head)) {
+  if (!processor_ || model_.is_empty() || head_.is_empty())
+    throw InputError("RewardTrainer", "needs a processor, a backbone and a value head");
+  if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
   model_->to(device_);
   head_->to(device_);
   // train() mode changes nothing in this model (no dropout), but says what the module is doing.

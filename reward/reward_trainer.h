@@ -72,10 +72,25 @@ struct RewardTrainCallbacks {
   std::function<void(int64_t stage, const PairEvaluation&)> on_eval;
 };
 
+// What a reward trainer trains, built outside it: loaded from the config (load_reward_models), or made by the
+// caller — a model already in memory, a test's randomly initialised one.
+struct RewardModels {
+  std::unique_ptr<Qwen2_5_VLProcessor> processor;
+  qwen::Qwen2_5_VLModel backbone{nullptr};
+  ValueHead value_head{nullptr};
+};
+
+// The processor and the backbone from model.path (in model.dtype on model.device), and the value head from
+// value_head.path or freshly initialised by value_head.init and value_head.seed.
+RewardModels load_reward_models(const RewardTrainConfig& config);
+
 class RewardTrainer {
  public:
-  // Loads the processor, the backbone and the value head (config.value_head), applies the freeze switches.
+  // Trains load_reward_models(config).
   explicit RewardTrainer(RewardTrainConfig config);
+  // Trains the given models (moved to model.device): applies the freeze switches. Exports take their tokenizer and
+  // processor files from model.path.
+  RewardTrainer(RewardTrainConfig config, RewardModels models);
   ~RewardTrainer();
   RewardTrainer(const RewardTrainer&) = delete;
   RewardTrainer& operator=(const RewardTrainer&) = delete;

@@ -43,7 +43,7 @@ class SkyworkVLReward : public RewardBackend {
   explicit SkyworkVLReward(const SkyworkVLOptions& options)
       : options_(options),
         processor_(Qwen2_5_VLProcessor::from_directory(options.model_dir, {options.min_pixels, options.max_pixels})),
-        device_(options.device),
+        device_(qwen::parse_device(options.device, "skywork_vl.device")),
         max_padding_fraction_(options.max_padding_fraction.value_or(
             device_.is_cpu() ? 0.05 : std::numeric_limits<double>::infinity())) {
     // Parameters are created on the device and filled straight from the mapped checkpoint: no host copy of the

@@ -639,6 +639,81 @@ TEST(MpoTrainerReference, PrecomputedReferenceLogpsFromTheData) {
   EXPECT_NE(metrics.at("rewards/chosen"), 0.0);
 }
 
+// ---- models given to the trainer instead of loaded by it --------------------------------------------------------
+
+// A policy and reference made in memory: the trainer needs no weight files. With the reference equal to the policy,
+// the first step's implicit rewards are exactly zero — the given reference is the one the loss uses.
+TEST(MpoTrainerInjection, TrainsModelsMadeInMemory) {
+  TempDir dir;
+  write_pairs(dir);
+  // No warmup: the one step has the full learning rate.
+  const auto config =
+      load_train_config(write_config(dir, dir / "run", "  batch_size: 6\n  max_steps: 1\n"), {"train.warmup_ratio=0"});
+  const auto model_config = Qwen2_5_VLConfig::load(kTinyModel + "/config.json");
+  MpoModels models;
+  models.processor = std::make_unique<Qwen2_5_VLProcessor>(
+      Qwen2_5_VLProcessor::from_directory(kTinyModel, {config.model.min_pixels, config.model.max_pixels}));
+  models.policy = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(torch::kFloat32));
+  models.policy->init_weights(11);
+  models.reference = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(torch::kFloat32));
+  models.reference->init_weights(11);
+  const auto initial = parameters_of(*models.policy);
+  MpoTrainer trainer(config, std::move(models));
+  const auto data = read_preference_jsonl(config.data.train);
+  std::vector<const PreferenceRecord*> batch;
+  for (const auto& r : data) batch.push_back(&r);
+  trainer.set_total_steps(1);
+  const auto metrics = trainer.optimizer_step({batch}).values;
+  EXPECT_EQ(metrics.at("rewards/chosen"), 0.0);
+  EXPECT_EQ(metrics.at("rewards/rejected"), 0.0);
+  EXPECT_TRUE(std::isfinite(metrics.at("loss")));
+  size_t moved = 0;
+  for (const auto& item : trainer.policy()->named_parameters())
+    moved += torch::equal(item.value(), initial.at(item.key())) ? 0 : 1;
+  EXPECT_GT(moved, 0u);
+}
+
+// The same weights given or loaded train identically; a reference is given exactly when the config uses one.
+TEST(MpoTrainerInjection, GivenModelsEqualLoadedOnesAndAreChecked) {
+  TempDir dir;
+  write_pairs(dir);
+  const auto config = load_train_config(write_config(dir, dir / "run", "  batch_size: 3\n  max_steps: 1\n"));
+  const auto data = read_preference_jsonl(config.data.train);
+  std::vector<const PreferenceRecord*> batch;
+  for (size_t i = 0; i < 3; ++i) batch.push_back(&data[i]);
+  auto step = [&](MpoTrainer& trainer) {
+    trainer.set_total_steps(1);
+    return trainer.optimizer_step({batch}).values;
+  };
+  MpoTrainer loaded(config);
+  const auto expected = step(loaded);
+  auto given_models = [&] {
+    MpoModels models;
+    models.processor = std::make_unique<Qwen2_5_VLProcessor>(
+        Qwen2_5_VLProcessor::from_directory(kTinyModel, {config.model.min_pixels, config.model.max_pixels}));
+    models.policy = load_tiny(kTinyModel);
+    models.reference = load_tiny(kTinyModel);
+    return models;
+  };
+  MpoTrainer given(config, given_models());
+  const auto got = step(given);
+  EXPECT_EQ(got.at("loss"), expected.at("loss"));
+  EXPECT_EQ(got.at("grad_norm"), expected.at("grad_norm"));
+  for (const auto& item : given.policy()->named_parameters())
+    EXPECT_TRUE(torch::equal(item.value(), loaded.policy()->named_parameters()[item.key()])) << item.key();
+
+  auto without_reference = given_models();
+  without_reference.reference = qwen::Qwen2_5_VLModel(nullptr);
+  EXPECT_NE(error_of([&] { MpoTrainer(config, std::move(without_reference)); })
+                .find("reference.source: is \"model\" but no reference model was given"),
+            std::string::npos);
+  auto sft = config;
+  sft.loss.terms = {LossTerm::kSft};
+  sft.loss.weights = {1.0};
+  EXPECT_NE(error_of([&] { MpoTrainer(sft, given_models()); }).find("uses no reference model, but one was given"),
+            std::string::npos);
+}
+
 // ---- (6) freeze switches ---------------------------------------------------------------------------------------
 
 TEST(MpoTrainerFreeze, FrozenGroupsStayBitIdentical) {

@@ -27,9 +27,12 @@
 #include "tests/test_support.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/hf/safetensors.h"
 #include "adapters/hf/safetensors_torch.h"
+#include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/weights.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/preference_data.h"
@@ -191,6 +194,57 @@ TEST(RewardTrain, OneStepMatchesPyTorch) {
               worst_grad, worst_grad_name.c_str(), worst_norm, worst_noise);
   std::printf("[reward_train] updated params (sign-certain elements): max rel %.2e (%s), %zu tensors\n", worst_param,
               worst_param_name.c_str(), checked);
+}
+
+// Models given to the trainer instead of loaded by it: the same weights train identically, and a backbone made in
+// memory (no weight files) trains.
+TEST(RewardTrain, GivenModelsTrainLikeLoadedOnes) {
+  TempDir tmp;
+  const auto config = config_of(base_config(tmp.path()));
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
+  std::vector<const PreferenceRecord*> batch{&pairs[0], &pairs[1], &pairs[2]};
+  auto step = [&](RewardTrainer& trainer) {
+    trainer.begin_stage(1e-3, 0.0, 1);
+    return trainer.optimizer_step({batch}).values;
+  };
+  RewardTrainer loaded(config);
+  const auto expected_metrics = step(loaded);
+
+  const auto model_config = Qwen2_5_VLConfig::load(kTinyModel + "/config.json");
+  auto processor = [&] { return std::make_unique<Qwen2_5_VLProcessor>(Qwen2_5_VLProcessor::from_directory(kTinyModel)); };
+  RewardModels same;
+  same.processor = processor();
+  same.backbone = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(torch::kFloat32));
+  qwen::load_checkpoint(*same.backbone, kTinyModel, model_config.text.tie_word_embeddings);
+  same.value_head = load_value_head(kHead, model_config.text.hidden_size);
+  RewardTrainer given(config, std::move(same));
+  const auto got = step(given);
+  EXPECT_EQ(got.at("loss"), expected_metrics.at("loss"));
+  EXPECT_EQ(got.at("grad_norm"), expected_metrics.at("grad_norm"));
+  expect_same_weights(snapshot(given), snapshot(loaded));
+
+  RewardModels random;
+  random.processor = processor();
+  random.backbone = qwen::Qwen2_5_VLModel(model_config, torch::TensorOptions().dtype(torch::kFloat32));
+  random.backbone->init_weights(5);
+  random.value_head = ValueHead(model_config.text.hidden_size);
+  {
+    torch::NoGradGuard no_grad;
+    random.value_head->weight.normal_(0.0, 0.1);  // a zero head would pass no gradient to the backbone
+  }
+  RewardTrainer in_memory(config, std::move(random));
+  const auto before = snapshot(in_memory);
+  const auto metrics = step(in_memory);
+  EXPECT_TRUE(std::isfinite(metrics.at("loss")));
+  const auto after = snapshot(in_memory);
+  EXPECT_FALSE(torch::equal(before.at("v_head.summary.weight"), after.at("v_head.summary.weight")));
+  EXPECT_FALSE(torch::equal(before.at("model.norm.weight"), after.at("model.norm.weight")));
+
+  RewardModels incomplete;
+  incomplete.processor = processor();
+  EXPECT_NE(error_of([&] { RewardTrainer(config, std::move(incomplete)); })
+                .find("needs a processor, a backbone and a value head"),
+            std::string::npos);
 }
 
 TEST(RewardTrain, ScheduleAndOrder) {

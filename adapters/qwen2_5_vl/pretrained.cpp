@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -67,6 +68,18 @@ torch::ScalarType parse_parameter_dtype(const std::string& name, const std::stri
   if (name == "float32") return torch::kFloat32;
   if (name == "bfloat16") return torch::kBFloat16;
   throw InputError(source, "dtype must be \"float32\" or \"bfloat16\", not \"" + name + "\"");
+}
+
+torch::Device parse_device(const std::string& name, const std::string& source) {
+  std::optional<torch::Device> device;
+  try {
+    device.emplace(name);
+  } catch (const c10::Error&) {
+    throw InputError(source, "device must be \"cpu\", \"cuda\" or \"cuda:N\", not \"" + name + "\"");
+  }
+  if (device->is_cuda() && !torch::cuda::is_available())
+    throw InputError(source, fmt::format("\"{}\" requested but CUDA is not available", name));
+  return *device;
 }
 
 Pretrained load_pretrained(const std::string& dir, torch::ScalarType dtype, const torch::Device& device) {

@@ -18,6 +18,10 @@ namespace vlreward::qwen {
 // naming `source` (the config key or option).
 torch::ScalarType parse_parameter_dtype(const std::string& name, const std::string& source);
 
+// "cpu", "cuda" or "cuda:N" as a device; InputError naming `source` for a name torch does not know, or for CUDA on
+// a machine without it (before anything is allocated there).
+torch::Device parse_device(const std::string& name, const std::string& source);
+
 struct Pretrained {
   Qwen2_5_VLConfig config;
   Qwen2_5_VLModel model{nullptr};

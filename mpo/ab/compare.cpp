@@ -20,9 +20,7 @@ namespace fs = std::filesystem;
 std::vector<Response> generate_for_policy(const std::string& dir, const std::string& label,
                                           const std::vector<PromptRecord>& prompts, const AbCompareOptions& options) {
   const auto dtype = qwen::parse_parameter_dtype(options.dtype, "--policy-dtype");
-  const torch::Device device(options.device);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw InputError("--policy-device", "\"" + options.device + "\" requested but CUDA is not available");
+  const torch::Device device = qwen::parse_device(options.device, "--policy-device");
   // The model lives only in this scope: freed before the next policy loads.
   auto model = qwen::load_pretrained(dir, dtype, device).model;
   const auto processor = Qwen2_5_VLProcessor::from_directory(dir, options.processor);
