@@ -4,8 +4,8 @@
 
 #include "adapters/server/frame_codec.h"
 #include "adapters/server/request_decoding.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "fuzz/fuzz_support.h"
 #include "reward_service.pb.h"
 

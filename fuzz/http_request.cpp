@@ -6,8 +6,8 @@
 #include <boost/beast/http.hpp>
 
 #include "adapters/server/request_decoding.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "fuzz/fuzz_support.h"
 
 namespace http = boost::beast::http;

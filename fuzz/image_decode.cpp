@@ -3,7 +3,7 @@
 // buffer and the patches must have exactly the sizes the header and the grid promise.
 #include <cstdlib>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "adapters/image/qwen2_vl_image_processor.h"
 #include "fuzz/fuzz_support.h"
 

@@ -4,8 +4,8 @@
 #include <cstdlib>
 
 #include "adapters/server/request_decoding.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

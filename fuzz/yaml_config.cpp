@@ -1,9 +1,9 @@
 // A YAML (or JSON) configuration file as the trainers and reward-serve read it: load_config_file's YAML-to-JSON
 // conversion, then the strict typed readers of reward-train's config and of the server's config.
 #include "adapters/common/config_file.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/config.h"
 #include "fuzz/fuzz_support.h"
-#include "reward/reward_train_config.h"
+#include "reward/train_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace vlreward;

@@ -217,8 +217,7 @@ BuiltPairs build_pairs(const std::vector<PromptRecord>& prompts, const std::vect
       const SelectedPair& p = selection.pairs[k];
       const std::string id = fmt::format("{}/{}", prompt.id, k);
       PreferenceRecord record{id, prompt.images, prompt.system_prompt, prompt.question, scored[i][p.chosen].text,
-                              scored[i][p.rejected].text};
-      record.source = "round pairs: " + id;
+                              scored[i][p.rejected].text, std::nullopt, std::nullopt, "round pairs: " + id};
       out.records.push_back(std::move(record));
       nlohmann::json line{{"id", id}, {"prompt_id", prompt.id}, {"images", prompt.image_references},
                           {"question", prompt.question}};

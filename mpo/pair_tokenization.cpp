@@ -7,7 +7,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/hf/chat_template.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 namespace vlreward::mpo {
 

@@ -13,7 +13,7 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/jsonl.h"
 #include "adapters/common/mapped_file.h"
-#include "adapters/image/image_reference.h"
+#include "adapters/image/reference.h"
 
 namespace vlreward {
 namespace fs = std::filesystem;

@@ -1,5 +1,5 @@
 // reward-train: Bradley-Terry training of a Skywork-VL style reward model (Qwen2.5-VL + value head) on JSONL
-// preference pairs, in stages (reward/reward_trainer.h).
+// preference pairs, in stages (reward/trainer.h).
 //   reward-train --config configs/reward_train_tiny.yaml [key.path=value ...] [--output-dir DIR]
 // Rerunning the same command skips the stages already finished (their stage-<k>/DONE) and continues.
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
@@ -10,8 +10,8 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/cli.h"
-#include "reward/reward_train_config.h"
-#include "reward/reward_trainer.h"
+#include "reward/train_config.h"
+#include "reward/trainer.h"
 
 namespace po = boost::program_options;
 

@@ -20,7 +20,7 @@
 #include "reward/batch_scoring.h"
 #include "adapters/common/progress.h"
 #include "adapters/hf/byte_level.h"
-#include "adapters/image/image_reference.h"
+#include "adapters/image/reference.h"
 
 namespace vlreward {
 namespace fs = std::filesystem;

@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "plugin/reward.h"
 
 namespace vlreward {

@@ -14,7 +14,7 @@
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/config_reader.h"
-#include "reward/reward_inputs.h"
+#include "reward/model_inputs.h"
 #include "reward/value_head.h"
 
 namespace vlreward {

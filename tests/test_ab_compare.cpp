@@ -18,6 +18,7 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/ab/compare.h"
 #include "mpo/ab/report.h"
 #include "mpo/ab/stats.h"
@@ -406,9 +407,7 @@ std::string perturbed_tiny_model(const fs::path& dir) {
   fs::create_directories(out);
   for (const auto& entry : fs::directory_iterator(kTinyModel))
     if (entry.path().filename() != "model.safetensors") fs::copy_file(entry.path(), out / entry.path().filename());
-  const auto config = Qwen2_5_VLConfig::load(kTinyModel + "/config.json");
-  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
-  qwen::load_checkpoint(*model, kTinyModel, config.text.tie_word_embeddings);
+  auto model = qwen::load_pretrained(kTinyModel, torch::kFloat32, torch::kCPU).model;
   torch::manual_seed(1234);
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.05);

@@ -23,10 +23,11 @@
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/hf/safetensors_torch.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
@@ -73,10 +74,7 @@ qwen::Qwen2_5_VLModel& tiny_bf16(const torch::Device& device) {
   static std::map<std::string, qwen::Qwen2_5_VLModel> models;
   auto it = models.find(device.str());
   if (it == models.end()) {
-    auto config = Qwen2_5_VLConfig::load(kModelDir + "/tiny/config.json");
-    qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kBFloat16));
-    qwen::load_checkpoint(*model, kModelDir + "/tiny", config.text.tie_word_embeddings);
-    model->to(device);
+    auto model = qwen::load_pretrained(kModelDir + "/tiny", torch::kBFloat16, device).model;
     model->eval();
     model->set_attention_impl(qwen::AttentionImpl::kExplicit);
     it = models.emplace(device.str(), model).first;

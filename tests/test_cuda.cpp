@@ -12,6 +12,7 @@
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
@@ -23,10 +24,7 @@ namespace {
 const std::string kFixtures = VLREWARD_FIXTURES_DIR;
 
 Qwen2_5_VLModel load_tiny(torch::ScalarType dtype, torch::Device device) {
-  auto config = Qwen2_5_VLConfig::load(kFixtures + "/model/tiny/config.json");
-  Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(dtype));
-  load_checkpoint(*model, kFixtures + "/model/tiny", config.text.tie_word_embeddings);
-  model->to(device);
+  auto model = load_pretrained(kFixtures + "/model/tiny", dtype, device).model;
   model->eval();
   return model;
 }

@@ -15,7 +15,7 @@
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "adapters/image/pillow_resample.h"
 #include "adapters/image/qwen2_vl_image_processor.h"
 

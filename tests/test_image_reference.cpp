@@ -1,4 +1,4 @@
-// The one image-reference parser (adapters/image/image_reference.h) under both path rules: what each form gives,
+// The one image-reference parser (adapters/image/reference.h) under both path rules: what each form gives,
 // and that every refusal names the place and the problem, with sizes checked before anything is read.
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plugin/wire/base64.h"
-#include "adapters/image/image_reference.h"
+#include "adapters/image/reference.h"
 #include "tests/test_support.h"
 
 namespace vlreward {

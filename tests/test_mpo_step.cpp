@@ -32,6 +32,7 @@
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_tokenization.h"
@@ -170,11 +171,7 @@ bool decays(const std::string& name) {
 }
 
 qwen::Qwen2_5_VLModel load_tiny(const torch::Device& device = torch::kCPU) {
-  const auto config = Qwen2_5_VLConfig::load(kModelDir + "/config.json");
-  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
-  qwen::load_checkpoint(*model, kModelDir, config.text.tie_word_embeddings);
-  model->to(device);
-  return model;
+  return qwen::load_pretrained(kModelDir, torch::kFloat32, device).model;
 }
 
 ConcatenatedBatch to_device(ConcatenatedBatch batch, const torch::Device& device) {

@@ -35,6 +35,7 @@
 #include "reward/preference_data.h"
 #include "mpo/train_config.h"
 #include "adapters/common/train_log.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/trainer.h"
 
 namespace fs = std::filesystem;
@@ -162,10 +163,7 @@ std::map<std::string, torch::Tensor> parameters_of(const torch::nn::Module& modu
 }
 
 qwen::Qwen2_5_VLModel load_tiny(const std::string& dir) {
-  const auto config = Qwen2_5_VLConfig::load(dir + "/config.json");
-  qwen::Qwen2_5_VLModel model(config, torch::TensorOptions().dtype(torch::kFloat32));
-  qwen::load_checkpoint(*model, dir, config.text.tie_word_embeddings);
-  return model;
+  return qwen::load_pretrained(dir, torch::kFloat32, torch::kCPU).model;
 }
 
 std::string error_of(const std::function<void()>& f) {

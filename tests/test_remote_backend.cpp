@@ -26,8 +26,8 @@
 
 #include "tests/fake_reward_backend.h"
 #include "adapters/server/reward_server.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "plugin/registry.h"
 #include "plugin/remote/remote_backend.h"
 #include "plugin/wire/frame_codec.h"

@@ -14,7 +14,7 @@
 #include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/batch_scoring.h"

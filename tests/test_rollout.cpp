@@ -12,6 +12,7 @@
 #include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/weights.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/pair_tokenization.h"
 #include "reward/preference_data.h"
 #include "mpo/rollout.h"
@@ -27,12 +28,7 @@ const std::string kTinyModel = kFixtures + "/model/tiny";
 const std::string kImages = kFixtures + "/reward/images";
 
 qwen::Qwen2_5_VLModel& tiny_policy() {
-  static qwen::Qwen2_5_VLModel model = [] {
-    const auto config = Qwen2_5_VLConfig::load(kTinyModel + "/config.json");
-    qwen::Qwen2_5_VLModel m(config, torch::TensorOptions().dtype(torch::kFloat32));
-    qwen::load_checkpoint(*m, kTinyModel, config.text.tie_word_embeddings);
-    return m;
-  }();
+  static qwen::Qwen2_5_VLModel model = qwen::load_pretrained(kTinyModel, torch::kFloat32, torch::kCPU).model;
   return model;
 }
 
@@ -104,7 +100,7 @@ TEST(PromptFile, ErrorsNameTheLineAndField) {
 
 TEST(Rollout, PromptTokensAreThePairPromptTokens) {
   const auto p = prompts();
-  PreferenceRecord example{p[0].id, p[0].images, p[0].system_prompt, p[0].question, "yes", "no"};
+  PreferenceRecord example{p[0].id, p[0].images, p[0].system_prompt, p[0].question, "yes", "no", {}, {}, "test"};
   const auto pair = tokenize_pair(processor(), example, "pair");
   const auto prompt = tokenize_prompt(processor(), p[0].images, p[0].system_prompt, p[0].question, "prompt");
   EXPECT_EQ(prompt.ids, pair.tokens.prompt);

@@ -15,7 +15,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/datasets/shapes_task.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 namespace fs = std::filesystem;
 using namespace vlreward;

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 namespace vlreward::datasets {
 

@@ -3,7 +3,7 @@
 // the reference Qwen2-VL processor resizes with PIL.Image.resize(..., BICUBIC), and pixel_values must match.
 #include <cstdint>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 namespace vlreward {
 

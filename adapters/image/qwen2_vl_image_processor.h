@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 namespace vlreward {
 

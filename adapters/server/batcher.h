@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "adapters/server/request_decoding.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "plugin/reward.h"
 
 namespace vlreward {

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "adapters/server/serve_error.h"
+#include "adapters/server/error.h"
 
 namespace vlreward {
 namespace {

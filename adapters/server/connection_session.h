@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "adapters/server/server_context.h"
+#include "adapters/server/context.h"
 
 namespace vlreward {
 

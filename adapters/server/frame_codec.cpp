@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <fmt/format.h>
 
-#include "adapters/server/serve_error.h"
+#include "adapters/server/error.h"
 
 namespace vlreward {
 

@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "adapters/server/serve_error.h"
+#include "adapters/server/error.h"
 
 namespace vlreward {
 

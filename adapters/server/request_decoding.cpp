@@ -12,10 +12,10 @@
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
 #include "adapters/hf/byte_level.h"
-#include "adapters/image/image_decode.h"
-#include "adapters/image/image_reference.h"
+#include "adapters/image/decode.h"
+#include "adapters/image/reference.h"
 #include "adapters/server/chatml.h"
-#include "adapters/server/serve_error.h"
+#include "adapters/server/error.h"
 #include "reward_service.pb.h"
 
 namespace vlreward {
@@ -94,7 +94,7 @@ int64_t image_tokens(int64_t width, int64_t height) {
   return std::clamp(w * h, kMinImageTokens, kMaxImageTokens);
 }
 
-// Image references go through the one parser (adapters/image/image_reference.h) under the server's rules; its
+// Image references go through the one parser (adapters/image/reference.h) under the server's rules; its
 // errors become the server's: an image over a limit 413, anything else 400.
 template <typename F>
 RewardImage image_step(F&& step) {

@@ -14,9 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "adapters/image/image_reference.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/image/reference.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 #include "plugin/reward.h"
 
 namespace vlreward {
@@ -84,7 +84,7 @@ class RequestDecoder {
   std::vector<DecodedSample> decode_proto(const serve::ScoreRequest& request) const;
 
   // An image given as a string, or explicitly as a path: parse_image_reference / resolve_image_path
-  // (adapters/image/image_reference.h) with the paths confined to image_root. The result always holds bytes (paths
+  // (adapters/image/reference.h) with the paths confined to image_root. The result always holds bytes (paths
   // are read here, after confinement).
   RewardImage image_from_string(const std::string& text, const std::string& where) const;
   RewardImage image_from_path(const std::string& path, const std::string& where) const;

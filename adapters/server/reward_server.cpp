@@ -11,7 +11,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/server/frame_codec.h"
-#include "adapters/server/server_context.h"
+#include "adapters/server/context.h"
 #include "reward_service.pb.h"
 
 namespace vlreward {

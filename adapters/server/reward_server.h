@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "adapters/server/metrics.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/config.h"
 #include "plugin/reward.h"
 
 namespace vlreward {

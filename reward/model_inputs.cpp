@@ -1,10 +1,10 @@
-#include "reward/reward_inputs.h"
+#include "reward/model_inputs.h"
 
 #include <cstdint>
 #include <fmt/format.h>
 
 #include "adapters/common/error.h"
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "adapters/qwen2_5_vl/batch.h"
 
 namespace vlreward {

@@ -17,8 +17,8 @@
 #include "adapters/server/batcher.h"
 #include "adapters/server/metrics.h"
 #include "adapters/server/request_decoding.h"
-#include "adapters/server/serve_error.h"
-#include "adapters/server/server_config.h"
+#include "adapters/server/error.h"
+#include "adapters/server/config.h"
 
 namespace vlreward {
 

@@ -1,4 +1,4 @@
-#include "adapters/image/image_reference.h"
+#include "adapters/image/reference.h"
 
 #include <filesystem>
 #include <optional>

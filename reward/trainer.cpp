@@ -1,4 +1,4 @@
-#include "reward/reward_trainer.h"
+#include "reward/trainer.h"
 
 #include <cstdint>
 

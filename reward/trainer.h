@@ -1,7 +1,7 @@
 #pragma once
 // Bradley-Terry training of a Skywork-VL style reward model: the Qwen2.5-VL backbone + a value head (Linear
 // hidden -> 1 with bias, fp32) read at the last real token of each right-padded row, exactly as the skywork_vl
-// backend scores (reward/reward_inputs.h builds both). Loss −log σ(r⁺ − r⁻), mean over the pairs of a
+// backend scores (reward/model_inputs.h builds both). Loss −log σ(r⁺ − r⁻), mean over the pairs of a
 // micro-batch; a micro-batch of B pairs is one forward over 2B rows (B chosen, then B rejected).
 //
 // Stages (the paper's schedule: multimodal pairs at 1e-5, then + text-only pairs at 1e-6, vision tower frozen)
@@ -43,8 +43,8 @@
 #include "adapters/qwen2_5_vl/model.h"
 #include "reward/preference_data.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
-#include "reward/reward_inputs.h"
-#include "reward/reward_train_config.h"
+#include "reward/model_inputs.h"
+#include "reward/train_config.h"
 #include "reward/value_head.h"
 
 namespace vlreward {

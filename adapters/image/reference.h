@@ -8,7 +8,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 #include "plugin/reward.h"
 
 namespace vlreward {

@@ -1,4 +1,4 @@
-#include "adapters/image/image_decode.h"
+#include "adapters/image/decode.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

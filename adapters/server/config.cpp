@@ -1,4 +1,4 @@
-#include "adapters/server/server_config.h"
+#include "adapters/server/config.h"
 
 #include <cstdint>
 #include <fstream>

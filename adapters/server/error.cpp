@@ -1,4 +1,4 @@
-#include "adapters/server/serve_error.h"
+#include "adapters/server/error.h"
 
 #include "reward_service.pb.h"
 

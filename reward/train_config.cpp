@@ -1,4 +1,4 @@
-#include "reward/reward_train_config.h"
+#include "reward/train_config.h"
 
 #include <cctype>
 #include <cmath>
