@@ -18,6 +18,7 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/common/train_log.h"
+#include "adapters/qwen2_5_vl/optimizer.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "adapters/qwen2_5_vl/autocast.h"
@@ -259,28 +260,11 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
   }
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& item : policy_->named_parameters()) {
-    torch::Tensor p = item.value();
-    if (qwen::is_frozen(item.key(), config_.freeze)) {
-      p.set_requires_grad(false);
-      continue;
-    }
-    trainable_.emplace_back(item.key(), p);
-    (uses_weight_decay(item.key()) ? decay : no_decay).push_back(p);
-  }
+  trainable_ = qwen::select_trainable(*policy_, config_.freeze);
   if (trainable_.empty()) throw InputError("freeze", "every parameter is frozen: nothing to train");
   const auto& t = config_.train;
-  auto options = [&](double weight_decay) {
-    return torch::optim::AdamWOptions(t.learning_rate)
-        .betas({t.adam_beta1, t.adam_beta2})
-        .eps(t.adam_epsilon)
-        .weight_decay(weight_decay);
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options(t.weight_decay)));
-  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
-  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(t.weight_decay));
+  optimizer_ =
+      qwen::make_adamw(trainable_, {t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
 }
 
 MpoTrainer::~MpoTrainer() = default;
@@ -314,11 +298,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
   const bool need_nll = config_.loss.uses(LossTerm::kSft);
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
-  // Gradients to none (PyTorch's zero_grad(set_to_none=True), what transformers' Trainer does): a parameter
-  // without a gradient this step (the vision tower on a text-only batch) is skipped by AdamW — no moment decay,
-  // no weight decay — whether or not it had a gradient before, so a resumed run (fresh, gradient-less tensors)
-  // steps exactly as the uninterrupted one. LibTorch's zero_grad() would zero them and keep updating.
-  for (auto& item : trainable_) item.second.mutable_grad().reset();
+  qwen::clear_gradients(trainable_);
   std::map<std::string, double> sums;
   double loss_sum = 0;
   int64_t tokens = 0;
@@ -370,16 +350,9 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
     for (const auto& [key, value] : result.metrics.to_map(false)) sums[key] += value;
     tokens += mb.tokens;
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& item : trainable_) params.push_back(item.second);
-  const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
-                                                          : std::numeric_limits<double>::infinity();
-  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
   const double lr = config_.train.learning_rate * cosine_schedule_factor(state_.global_step - state_.round_start_step,
                                                                          state_.warmup_steps, state_.total_steps);
-  for (auto& group : optimizer_->param_groups())
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-  optimizer_->step();
+  const double grad_norm = qwen::clip_and_step(*optimizer_, trainable_, config_.train.max_grad_norm, lr);
   ++state_.global_step;
 
   StepMetrics out;

@@ -23,6 +23,7 @@
 #include "adapters/common/progress.h"
 #include "adapters/common/train_log.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/qwen2_5_vl/optimizer.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 
@@ -170,14 +171,7 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
   head_->to(device_);
   // train() mode changes nothing in this model (no dropout), but says what the module is doing.
   model_->train();
-  for (auto& item : model_->named_parameters()) {
-    torch::Tensor p = item.value();
-    if (qwen::is_frozen(item.key(), config_.freeze)) {
-      p.set_requires_grad(false);
-      continue;
-    }
-    trainable_.emplace_back(item.key(), p);
-  }
+  trainable_ = qwen::select_trainable(*model_, config_.freeze);
   trainable_.emplace_back(kWeightName, head_->weight);
   trainable_.emplace_back(kBiasName, head_->bias);
 }
@@ -205,25 +199,15 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
   step_ = 0;
   total_steps_ = total_steps;
   warmup_steps_ = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * warmup_ratio));
-  std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& [name, p] : trainable_) (uses_weight_decay(name) ? decay : no_decay).push_back(p);
-  auto options = [&](double weight_decay) {
-    return torch::optim::AdamWOptions(learning_rate)
-        .betas({t.adam_beta1, t.adam_beta2})
-        .eps(t.adam_epsilon)
-        .weight_decay(weight_decay);
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options(t.weight_decay)));
-  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
-  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(t.weight_decay));
+  optimizer_ =
+      qwen::make_adamw(trainable_, {learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
 }
 
 RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
   if (!optimizer_) throw std::logic_error("optimizer_step: begin_stage() first");
   if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
-  optimizer_->zero_grad();
+  qwen::clear_gradients(trainable_);
   double loss_sum = 0, correct = 0, margin_sum = 0, chosen_sum = 0, rejected_sum = 0;
   int64_t pairs = 0;
   for (const auto& batch : micro_batches) {
@@ -240,14 +224,8 @@ RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<co
     rejected_sum += rejected.detach().to(torch::kFloat64).sum().item<double>();
     pairs += static_cast<int64_t>(batch.size());
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& item : trainable_) params.push_back(item.second);
-  const double max_norm = config_.train.max_grad_norm > 0 ? config_.train.max_grad_norm
-                                                          : std::numeric_limits<double>::infinity();
-  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
   const double lr = learning_rate_ * cosine_schedule_factor(step_, warmup_steps_, total_steps_);
-  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-  optimizer_->step();
+  const double grad_norm = qwen::clip_and_step(*optimizer_, trainable_, config_.train.max_grad_norm, lr);
   ++step_;
 
   RewardStepMetrics out;

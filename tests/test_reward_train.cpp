@@ -247,6 +247,32 @@ TEST(RewardTrain, GivenModelsTrainLikeLoadedOnes) {
             std::string::npos);
 }
 
+// A parameter without a gradient in a step is left alone (gradients cleared to none, as transformers' Trainer
+// does): after a step with images, a text-only step moves no vision-tower weight, although AdamW holds moments and
+// weight decay for them.
+TEST(RewardTrain, ParametersWithoutAGradientAreNotStepped) {
+  TempDir tmp;
+  RewardTrainer trainer(config_of(base_config(tmp.path())));
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
+  ASSERT_TRUE(pairs[2].images.empty());
+  trainer.begin_stage(1e-3, 0.0, 2);
+  trainer.optimizer_step({{&pairs[0], &pairs[1]}});
+  const auto before = snapshot(trainer);
+  trainer.optimizer_step({{&pairs[2]}});
+  const auto after = snapshot(trainer);
+  size_t vision = 0, moved = 0;
+  for (const auto& [name, t] : before) {
+    if (name.rfind("visual.", 0) == 0) {
+      EXPECT_TRUE(torch::equal(t, after.at(name))) << name << " moved without a gradient";
+      ++vision;
+    } else {
+      moved += torch::equal(t, after.at(name)) ? 0 : 1;
+    }
+  }
+  EXPECT_GT(vision, 0u);
+  EXPECT_GT(moved, 0u);
+}
+
 TEST(RewardTrain, ScheduleAndOrder) {
   EXPECT_DOUBLE_EQ(cosine_schedule_factor(0, 0, 1), 1.0);
   EXPECT_DOUBLE_EQ(cosine_schedule_factor(0, 2, 10), 0.0);

@@ -1,0 +1,58 @@
+#include "adapters/qwen2_5_vl/optimizer.h"
+
+#include <limits>
+
+#include "adapters/qwen2_5_vl/pretrained.h"
+#include "adapters/qwen2_5_vl/training_rules.h"
+
+namespace vlreward::qwen {
+
+NamedParameters select_trainable(torch::nn::Module& module, const FreezeRules& rules) {
+  NamedParameters trainable;
+  for (auto& item : module.named_parameters()) {
+    torch::Tensor p = item.value();
+    if (is_frozen(item.key(), rules)) {
+      p.set_requires_grad(false);
+      continue;
+    }
+    trainable.emplace_back(item.key(), p);
+  }
+  return trainable;
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(const NamedParameters& trainable, const AdamWSettings& settings) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& [name, p] : trainable) (uses_weight_decay(name) ? decay : no_decay).push_back(p);
+  auto options = [&](double weight_decay) {
+    return torch::optim::AdamWOptions(settings.learning_rate)
+        .betas({settings.beta1, settings.beta2})
+        .eps(settings.epsilon)
+        .weight_decay(weight_decay);
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty())
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options(settings.weight_decay)));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups), options(settings.weight_decay));
+}
+
+void clear_gradients(const NamedParameters& trainable) {
+  for (const auto& item : trainable) {
+    torch::Tensor p = item.second;
+    p.mutable_grad().reset();
+  }
+}
+
+double clip_and_step(torch::optim::AdamW& optimizer, const NamedParameters& trainable, double max_grad_norm,
+                     double lr) {
+  std::vector<torch::Tensor> params;
+  params.reserve(trainable.size());
+  for (const auto& item : trainable) params.push_back(item.second);
+  const double max_norm = max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::infinity();
+  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  optimizer.step();
+  return grad_norm;
+}
+
+}  // namespace vlreward::qwen
