@@ -23,6 +23,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/cli.h"
 #include "adapters/hf/safetensors.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/generate.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
+#include "bench/bench_support.h"
+#include "plugin/error.h"
 
 using namespace vlreward;
+using namespace vlreward::bench;
 using namespace vlreward::qwen;
 
 namespace po = boost::program_options;
@@ -49,43 +54,22 @@ struct Args {
   int64_t new_tokens = 64;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "bench_model: " << problem << "\n"
-            << "usage: bench_model --checkpoint DIR --inputs FILE [--threads N] [--new-tokens N]\n"
-               "then commands on stdin: prefill|decode|generate <case>, quit\n";
-  std::exit(2);
-}
-
-Args parse_args(int argc, char** argv) {
+// The options, or nothing when --help was asked.
+std::optional<Args> parse_args(int argc, char** argv) {
   Args a;
   po::options_description options("bench_model options");
   options.add_options()
+      ("help,h", "show this help")
       ("checkpoint", po::value(&a.checkpoint)->required(), "HF checkpoint directory")
       ("inputs", po::value(&a.inputs)->required(), "inputs file written by bench_model.py")
       ("threads", po::value(&a.threads)->default_value(1), "intra-op threads")
       ("new-tokens", po::value(&a.new_tokens)->default_value(64), "tokens to decode");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    usage(e.what());
-  }
-  if (a.threads < 1 || a.new_tokens < 1) usage("--threads and --new-tokens must be positive");
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, options, vm, "Then commands on stdin: prefill|decode|generate <case>, quit."))
+    return std::nullopt;
+  if (a.threads < 1 || a.new_tokens < 1)
+    throw InputError("command line", "--threads and --new-tokens must be positive");
   return a;
-}
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// CPU time of the whole process (all threads): robust to other work on a shared machine.
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 // Every case in the inputs file, keyed by the prefix before ".input_ids".
@@ -168,8 +152,10 @@ nlohmann::json run(Qwen2_5_VLModel& model, const std::string& what, const ModelI
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const Args args = parse_args(argc, argv);
+int bench_model(int argc, char** argv) {
+  const auto parsed = parse_args(argc, argv);
+  if (!parsed) return 0;
+  const Args& args = *parsed;
   at::set_num_threads(args.threads);
   try {
     auto pretrained = load_pretrained(args.checkpoint, torch::kFloat32, torch::kCPU);
@@ -203,3 +189,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return run_cli("bench_model", argc, argv, bench_model); }

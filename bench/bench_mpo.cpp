@@ -17,9 +17,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <regex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,16 +28,22 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/cli.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/optimizer.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_tokenization.h"
 #include "mpo/running_moments.h"
+#include "reward/preference_data.h"
+#include "bench/bench_support.h"
+#include "plugin/error.h"
 
 using namespace vlreward;
+using namespace vlreward::bench;
 using namespace vlreward::mpo;
 
 namespace po = boost::program_options;
@@ -49,86 +56,28 @@ struct Args {
   int threads = 1;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "bench_mpo: " << problem << "\n"
-            << "usage: bench_mpo --checkpoint DIR --pairs FILE.jsonl [--steps N] [--threads N]\n";
-  std::exit(2);
-}
-
-Args parse_args(int argc, char** argv) {
+// The options, or nothing when --help was asked.
+std::optional<Args> parse_args(int argc, char** argv) {
   Args a;
   po::options_description options("bench_mpo options");
   options.add_options()
+      ("help,h", "show this help")
       ("checkpoint", po::value(&a.checkpoint)->required(), "HF checkpoint directory (policy and reference)")
       ("pairs", po::value(&a.pairs)->required(), "preference pairs JSONL")
       ("steps", po::value(&a.steps)->default_value(4), "timed optimizer steps")
       ("threads", po::value(&a.threads)->default_value(1), "intra-op threads");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    usage(e.what());
-  }
-  if (a.steps < 1 || a.threads < 1) usage("--steps and --threads must be positive");
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, options, vm, "")) return std::nullopt;
+  if (a.steps < 1 || a.threads < 1) throw InputError("command line", "--steps and --threads must be positive");
   return a;
-}
-
-using Clock = std::chrono::steady_clock;
-
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-// VmHWM of /proc/self/status: the peak resident set of this process image. (getrusage's ru_maxrss is not used:
-// Linux carries it across fork + execve, so it would report the launching Python process's peak.)
-double peak_rss_mib() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  123456 kB"
-  return -1;
-}
-
-double current_rss_mib() {
-  std::ifstream statm("/proc/self/statm");
-  long pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
-}
-
-// transformers' Trainer.get_decay_parameter_names rule (see tests/test_mpo_step.cpp).
-bool decays(std::string name) {
-  static const std::regex no_decay(R"(bias|layernorm|rmsnorm|(^|\.)norm($|\.)|_norm($|\.))");
-  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-  return !std::regex_search(name, no_decay);
-}
-
-std::vector<PreferenceRecord> read_pairs(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) usage("cannot open " + path);
-  const std::string dir = path.substr(0, path.find_last_of('/') + 1);
-  std::vector<PreferenceRecord> out;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line);
-    PreferenceRecord e;
-    e.id = j.at("id").get<std::string>();
-    for (const auto& rel : j.at("images")) e.images.push_back(RewardImage::from_path(dir + rel.get<std::string>()));
-    if (j.contains("system")) e.system_prompt = j.at("system").get<std::string>();
-    e.question = j.at("question").get<std::string>();
-    e.chosen = j.at("chosen").get<std::string>();
-    e.rejected = j.at("rejected").get<std::string>();
-    out.push_back(std::move(e));
-  }
-  return out;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const Args args = parse_args(argc, argv);
+int bench_mpo(int argc, char** argv) {
+  const auto parsed = parse_args(argc, argv);
+  if (!parsed) return 0;
+  const Args& args = *parsed;
   at::set_num_threads(args.threads);
   try {
     const auto processor = Qwen2_5_VLProcessor::from_directory(args.checkpoint);
@@ -136,7 +85,9 @@ int main(int argc, char** argv) {
     std::vector<float> pixels;
     std::vector<qwen::GridTHW> grids;
     int64_t rows = 0, row_size = 0;
-    for (const auto& e : read_pairs(args.pairs)) {
+    // Image paths are relative to the pairs file.
+    const std::string image_root = std::filesystem::path(args.pairs).parent_path().string();
+    for (const auto& e : read_preference_jsonl(args.pairs, image_root)) {
       auto t = tokenize_pair(processor, e, args.pairs + ": " + e.id);
       tokens.push_back(t.tokens);
       pixels.insert(pixels.end(), t.images.pixel_values.begin(), t.images.pixel_values.end());
@@ -155,14 +106,10 @@ int main(int argc, char** argv) {
     for (auto& p : reference->parameters()) p.set_requires_grad(false);
     const double rss_after_load = current_rss_mib();
 
-    std::vector<torch::Tensor> decay, no_decay;
-    for (const auto& item : policy->named_parameters()) (decays(item.key()) ? decay : no_decay).push_back(item.value());
-    auto options = [](double weight_decay) {
-      return std::make_unique<torch::optim::AdamWOptions>(
-          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.999}).eps(1e-8).weight_decay(weight_decay));
-    };
-    torch::optim::AdamW optimizer({torch::optim::OptimizerParamGroup(decay, options(0.05)),
-                                   torch::optim::OptimizerParamGroup(no_decay, options(0.0))});
+    // AdamW lr 1e-3, weight decay 0.05 except biases and norm weights, every parameter trains.
+    qwen::NamedParameters trainable;
+    for (const auto& item : policy->named_parameters()) trainable.emplace_back(item.key(), item.value());
+    auto optimizer = qwen::make_adamw(trainable, {1e-3, 0.9, 0.999, 1e-8, 0.05});
     const auto params = policy->parameters();
     const LossConfig loss_config = LossConfig::mpo();
     RunningMoments running;
@@ -189,9 +136,8 @@ int main(int argc, char** argv) {
       }
       auto result = compute_mpo_loss(loss_config, {pol.chosen, pol.rejected, ref.chosen, ref.rejected}, nll, &running);
       result.loss.backward();
-      torch::nn::utils::clip_grad_norm_(params, 1.0);
-      optimizer.step();
-      optimizer.zero_grad();
+      qwen::clip_and_step(*optimizer, trainable, 1.0, 1e-3);
+      qwen::clear_gradients(trainable);
       out["step_s"].push_back(std::chrono::duration<double>(Clock::now() - start).count());
       out["step_cpu_s"].push_back(cpu_seconds() - cpu);
       out["losses"].push_back(result.loss.item<double>());
@@ -205,3 +151,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return run_cli("bench_mpo", argc, argv, bench_mpo); }

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,12 +33,16 @@
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/cli.h"
 #include "adapters/common/mapped_file.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
 #include "reward/score_jsonl.h"
+#include "bench/bench_support.h"
+#include "plugin/error.h"
 
 using namespace vlreward;
+using namespace vlreward::bench;
 
 namespace po = boost::program_options;
 
@@ -51,17 +56,12 @@ struct Args {
   bool serve = false;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "bench_reward: " << problem << "\n"
-            << "usage: bench_reward --config JSON|FILE --input FILE.jsonl [--batch-size N] [--threads N]\n"
-               "                    [--warmup N] [--repeat N] [--serve]\n";
-  std::exit(2);
-}
-
-Args parse_args(int argc, char** argv) {
+// The options, or nothing when --help was asked.
+std::optional<Args> parse_args(int argc, char** argv) {
   Args a;
   po::options_description options("bench_reward options");
   options.add_options()
+      ("help,h", "show this help")
       ("config", po::value(&a.config)->required(), "backend config: JSON text or a file")
       ("input", po::value(&a.input)->required(), "reward-score JSONL")
       ("batch-size", po::value(&a.batch_size)->default_value(8), "requests per backend call")
@@ -69,15 +69,11 @@ Args parse_args(int argc, char** argv) {
       ("warmup", po::value(&a.warmup)->default_value(1), "untimed passes")
       ("repeat", po::value(&a.repeat)->default_value(3), "timed passes")
       ("serve", po::bool_switch(&a.serve), "read commands on stdin");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    usage(e.what());
-  }
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, options, vm, "")) return std::nullopt;
   if (a.batch_size < 1 || a.threads < 1 || a.warmup < 0 || a.repeat < 1)
-    usage("--batch-size, --threads and --repeat must be positive, --warmup non-negative");
+    throw InputError("command line",
+                     "--batch-size, --threads and --repeat must be positive, --warmup non-negative");
   return a;
 }
 
@@ -90,15 +86,6 @@ nlohmann::json load_config(const std::string& text) {
   } catch (const nlohmann::json::parse_error& e) {
     throw std::runtime_error((inline_json ? std::string("--config") : text) + ": invalid JSON: " + e.what());
   }
-}
-
-using Clock = std::chrono::steady_clock;
-
-// CPU time of the whole process (all threads): robust to other work on a shared machine.
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 struct Pass {
@@ -144,8 +131,10 @@ nlohmann::json pass_json(const Pass& pass) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const Args args = parse_args(argc, argv);
+int bench_reward(int argc, char** argv) {
+  const auto parsed = parse_args(argc, argv);
+  if (!parsed) return 0;
+  const Args& args = *parsed;
   at::set_num_threads(args.threads);
   try {
     RewardRegistry registry;
@@ -195,3 +184,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return run_cli("bench_reward", argc, argv, bench_reward); }

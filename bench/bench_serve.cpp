@@ -41,6 +41,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/cli.h"
+#include "adapters/common/mapped_file.h"
+#include "plugin/wire/base64.h"
 #include "plugin/wire/frame_codec.h"
 #include "reward_service.pb.h"
 
@@ -60,31 +63,9 @@ struct Sample {
   double expected = 0;
 };
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path.string());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-std::string base64(const std::string& bytes) {
-  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
-    out += {a[v >> 18], a[(v >> 12) & 63], a[(v >> 6) & 63], a[v & 63]};
-  }
-  if (i < bytes.size()) {
-    uint32_t v = uint32_t(uint8_t(bytes[i])) << 16;
-    if (i + 1 < bytes.size()) v |= uint32_t(uint8_t(bytes[i + 1])) << 8;
-    out += {a[v >> 18], a[(v >> 12) & 63], i + 1 < bytes.size() ? a[(v >> 6) & 63] : '=', '='};
-  }
-  return out;
-}
-
 std::vector<Sample> load_samples(const std::string& input, const std::string& expected_file) {
   std::map<std::string, double> expected;
-  const json reference = json::parse(read_file(expected_file));
+  const json reference = json::parse(vlreward::read_file(expected_file));
   for (const auto& item : reference["items"]) expected[item["id"].get<std::string>()] = item["score"].get<double>();
   std::vector<Sample> samples;
   std::ifstream in(input);
@@ -93,7 +74,7 @@ std::vector<Sample> load_samples(const std::string& input, const std::string& ex
     if (line.empty()) continue;
     const json j = json::parse(line);
     Sample s{j["id"].get<std::string>(), j["question"].get<std::string>(), j["response"].get<std::string>(), {}, 0};
-    for (const auto& path : j.value("images", json::array())) s.images.push_back(read_file(root / path.get<std::string>()));
+    for (const auto& path : j.value("images", json::array())) s.images.push_back(vlreward::read_file((root / path.get<std::string>()).string()));
     if (!expected.count(s.id)) throw std::runtime_error("no expected score for " + s.id);
     s.expected = expected[s.id];
     samples.push_back(std::move(s));
@@ -109,7 +90,7 @@ struct Template {
 
 Template http_template(const Sample& s) {
   json content = json::array();
-  for (const auto& image : s.images) content.push_back({{"type", "image"}, {"data", base64(image)}});
+  for (const auto& image : s.images) content.push_back({{"type", "image"}, {"data", vlreward::base64_encode(image)}});
   content.push_back({{"type", "text"}, {"text", s.question}});
   const json body = {{"samples", {{{"id", "@ID@"},
                                    {"messages", {{{"role", "user"}, {"content", content}}}},
@@ -176,7 +157,7 @@ std::vector<HostileCase> hostile_cases(const Sample& sample) {
       {"unknown key", false, http_post("{\"samples\": [], \"sampels\": 1}")},
       {"base64 garbage", false, http_post(with_image("@@@@not base64@@@@"))},
       {"data URI garbage", false, http_post(with_image("data:image/png;base64,%%%"))},
-      {"image bomb", false, http_post(with_image(base64(png_declaring(100000, 100000))))},
+      {"image bomb", false, http_post(with_image(vlreward::base64_encode(png_declaring(100000, 100000))))},
       {"path escape", false, http_post(with_image("../../../etc/passwd"))},
       {"text of 2 MB", false, http_post(json{{"samples", {{{"question", "q"}, {"response", std::string(2 << 20, 'r')}}}}}.dump())},
       {"header flood", false, http_post("{}", many_headers)},
@@ -316,7 +297,7 @@ double percentile(std::vector<double> sorted, double p) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int bench_serve(int argc, char** argv) {
   po::options_description options("bench_serve options");
   options.add_options()("help,h", "show this help")
       ("port", po::value<int>()->required(), "reward-serve port on 127.0.0.1 (HTTP, or binary with --protocol binary)")
@@ -330,17 +311,7 @@ int main(int argc, char** argv) {
       ("hostile-every", po::value<int64_t>()->default_value(0), "every N-th timed request is a hostile one (0: none)")
       ("binary-port", po::value<int>()->default_value(0), "reward-serve's binary port, for hostile frames");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    if (vm.count("help")) {
-      std::cout << options << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "bench_serve: " << e.what() << "\n" << options << "\n";
-    return 2;
-  }
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
   const bool binary = vm["protocol"].as<std::string>() == "binary";
   const int clients = vm["clients"].as<int>();
   const int64_t warmup = vm["warmup"].as<int64_t>();
@@ -438,3 +409,5 @@ int main(int argc, char** argv) {
   std::cout << result.dump() << std::endl;
   return lost == 0 && mismatched == 0 && hostile_unexpected == 0 ? 0 : 1;
 }
+
+int main(int argc, char** argv) { return vlreward::run_cli("bench_serve", argc, argv, bench_serve); }

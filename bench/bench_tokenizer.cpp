@@ -16,46 +16,32 @@
 
 #include <boost/program_options.hpp>
 
+#include "adapters/common/cli.h"
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/tokenizer.h"
+#include "bench/bench_support.h"
 
 namespace po = boost::program_options;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-int usage() {
-  std::fprintf(stderr,
-               "usage: bench_tokenizer --tokenizer <tokenizer.json> --text <file> [--ids-out <file>] "
-               "[--threads N] [--repeat R]\n");
-  return 2;
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
+int bench_tokenizer(int argc, char** argv) {
   std::string tokenizer_path, text_path, ids_out;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int repeat = 3;
   po::options_description options("bench_tokenizer options");
   options.add_options()
+      ("help,h", "show this help")
       ("tokenizer", po::value(&tokenizer_path)->required(), "tokenizer.json")
       ("text", po::value(&text_path)->required(), "text file, one document per line")
       ("ids-out", po::value(&ids_out), "write the ids here (for the identity check)")
       ("threads", po::value(&threads), "threads for batch encode")
       ("repeat", po::value(&repeat), "timed repetitions");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "bench_tokenizer: %s\n", e.what());
-    return usage();
-  }
+  po::variables_map vm;
+  if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
   repeat = std::max(1, repeat);
   try {
     const auto tokenizer = vlreward::Tokenizer::from_files(tokenizer_path);
@@ -71,16 +57,16 @@ int main(int argc, char** argv) {
     std::vector<std::vector<int32_t>> loop_ids(lines.size());
     double loop_best = 1e30;
     for (int r = 0; r < repeat; ++r) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = vlreward::bench::Clock::now();
       for (size_t i = 0; i < lines.size(); ++i) loop_ids[i] = tokenizer.encode(lines[i]);
-      loop_best = std::min(loop_best, seconds_since(start));
+      loop_best = std::min(loop_best, vlreward::bench::seconds_since(start));
     }
     std::vector<std::vector<int32_t>> batch_ids;
     double batch_best = 1e30;
     for (int r = 0; r < repeat; ++r) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = vlreward::bench::Clock::now();
       batch_ids = tokenizer.encode_batch(lines, threads);
-      batch_best = std::min(batch_best, seconds_since(start));
+      batch_best = std::min(batch_best, vlreward::bench::seconds_since(start));
     }
     if (batch_ids != loop_ids) {
       std::fprintf(stderr, "encode_batch and encode disagree\n");
@@ -109,3 +95,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return vlreward::run_cli("bench_tokenizer", argc, argv, bench_tokenizer); }
