@@ -8,12 +8,14 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/model.h"
@@ -478,6 +480,34 @@ TEST(AbCompareCli, PerturbedPolicyScoredByTheTinyRewardModel) {
   EXPECT_EQ(j["policies"]["b"]["label"], "noisy");
   EXPECT_NE(read_file((out / "report.html").string()).find("noisy"), std::string::npos);
   if (!HasFailure()) fs::remove_all(dir);  // the perturbed checkpoint; kept for debugging when the test failed
+}
+
+TEST(AbCompareOptionsCheck, EveryBadValueIsNamedByItsOption) {
+  EXPECT_NO_THROW(check_ab_compare_options(AbCompareOptions{}));
+  const std::vector<std::pair<std::function<void(AbCompareOptions&)>, std::string>> cases{
+      {[](AbCompareOptions& o) { o.label_b.clear(); }, "--label-a/--label-b: must not be empty"},
+      {[](AbCompareOptions& o) { o.rollout.sampling.max_new_tokens = 0; }, "--max-new-tokens: must be positive"},
+      {[](AbCompareOptions& o) { o.rollout.sampling.greedy = false, o.rollout.sampling.temperature = -1; },
+       "--temperature: must be >= 0 (0: greedy decoding)"},
+      {[](AbCompareOptions& o) { o.rollout.sampling.greedy = false, o.rollout.sampling.top_p = 1.5; },
+       "--top-p: must be in (0, 1]"},
+      {[](AbCompareOptions& o) { o.rollout.sampling.greedy = false, o.rollout.sampling.top_k = -2; },
+       "--top-k: must be >= 0"},
+      {[](AbCompareOptions& o) { o.rollout.batch_size = 0; }, "--batch-size: must be positive"},
+      {[](AbCompareOptions& o) { o.reward_batch_size = -1; }, "--reward-batch-size: must be positive"},
+      {[](AbCompareOptions& o) { o.tie_epsilon = -0.5; }, "--tie-epsilon: must be >= 0"},
+      {[](AbCompareOptions& o) { o.bootstrap.resamples = 0; }, "--bootstrap: must be positive"},
+  };
+  for (const auto& [spoil, expected] : cases) {
+    AbCompareOptions o;
+    spoil(o);
+    try {
+      check_ab_compare_options(o);
+      ADD_FAILURE() << "no error for " << expected;
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), expected);
+    }
+  }
 }
 
 TEST(AbCompareCli, UsageAndInputErrorsExitWithTwo) {

@@ -57,43 +57,32 @@ static int ab_compare(int argc, char** argv) {
   o.policy_b = vm["policy-b"].as<std::string>();
   o.label_a = vm["label-a"].as<std::string>();
   o.label_b = vm["label-b"].as<std::string>();
-  if (o.label_a.empty() || o.label_b.empty()) throw po::error("--label-a/--label-b must not be empty");
   o.prompts_path = vm["prompts"].as<std::string>();
   if (vm.count("image-root")) o.image_root = vm["image-root"].as<std::string>();
   auto& s = o.rollout.sampling;
   s.max_new_tokens = vm["max-new-tokens"].as<int64_t>();
-  if (s.max_new_tokens <= 0) throw po::error("--max-new-tokens must be positive");
   const double temperature = vm["temperature"].as<double>();
-  if (!(temperature >= 0)) throw po::error("--temperature must be >= 0");
   s.greedy = temperature == 0;
+  // Which options were given is known only here: top-p/top-k with greedy decoding would be silently ignored.
   if (s.greedy && (vm.count("top-p") || vm.count("top-k")))
     throw po::error("--top-p/--top-k need --temperature > 0 (the default, 0, is greedy decoding)");
   if (!s.greedy) s.temperature = temperature;
-  if (vm.count("top-p")) {
-    s.top_p = vm["top-p"].as<double>();
-    if (!(s.top_p > 0 && s.top_p <= 1)) throw po::error("--top-p must be in (0, 1]");
-  }
-  if (vm.count("top-k")) {
-    s.top_k = vm["top-k"].as<int64_t>();
-    if (s.top_k < 0) throw po::error("--top-k must be >= 0");
-  }
+  if (vm.count("top-p")) s.top_p = vm["top-p"].as<double>();
+  if (vm.count("top-k")) s.top_k = vm["top-k"].as<int64_t>();
   s.seed = vm["seed"].as<uint64_t>();
   o.rollout.batch_size = vm["batch-size"].as<int64_t>();
-  if (o.rollout.batch_size <= 0) throw po::error("--batch-size must be positive");
   o.reward_batch_size = vm["reward-batch-size"].as<int64_t>();
-  if (o.reward_batch_size <= 0) throw po::error("--reward-batch-size must be positive");
   if (vm.count("min-pixels")) o.processor.min_pixels = vm["min-pixels"].as<int64_t>();
   if (vm.count("max-pixels")) o.processor.max_pixels = vm["max-pixels"].as<int64_t>();
   o.dtype = vm["policy-dtype"].as<std::string>();
   o.device = vm["policy-device"].as<std::string>();
   o.tie_epsilon = vm["tie-epsilon"].as<double>();
-  if (!(o.tie_epsilon >= 0)) throw po::error("--tie-epsilon must be >= 0");
   o.bootstrap.resamples = vm["bootstrap"].as<int64_t>();
-  if (o.bootstrap.resamples <= 0) throw po::error("--bootstrap must be positive");
   o.bootstrap.seed = vm["bootstrap-seed"].as<uint64_t>();
   const int64_t report_rows = vm["report-rows"].as<int64_t>();
-  if (report_rows < 0) throw po::error("--report-rows must be >= 0");
+  if (report_rows < 0) throw vlreward::InputError("--report-rows", "must be >= 0");
   o.progress = vm.count("no-progress") == 0;
+  vlreward::mpo::check_ab_compare_options(o);  // before the reward backend is built
   const std::string output_dir = vm["output-dir"].as<std::string>();
 
   const auto reward_config = vlreward::reward_config_from(vm);

@@ -101,7 +101,26 @@ void score_rows(RewardBackend& reward, const std::vector<PromptRecord>& prompts,
   if (bar) bar->finish(failed ? std::to_string(failed) + " failed" : "");
 }
 
+void check_ab_compare_options(const AbCompareOptions& options) {
+  auto require = [](bool ok, const char* option, const char* rule) {
+    if (!ok) throw InputError(option, rule);
+  };
+  require(!options.label_a.empty() && !options.label_b.empty(), "--label-a/--label-b", "must not be empty");
+  const auto& s = options.rollout.sampling;
+  require(s.max_new_tokens > 0, "--max-new-tokens", "must be positive");
+  if (!s.greedy) {
+    require(s.temperature > 0, "--temperature", "must be >= 0 (0: greedy decoding)");
+    require(s.top_p > 0 && s.top_p <= 1, "--top-p", "must be in (0, 1]");
+    require(s.top_k >= 0, "--top-k", "must be >= 0");
+  }
+  require(options.rollout.batch_size > 0, "--batch-size", "must be positive");
+  require(options.reward_batch_size > 0, "--reward-batch-size", "must be positive");
+  require(options.tie_epsilon >= 0, "--tie-epsilon", "must be >= 0");
+  require(options.bootstrap.resamples > 0, "--bootstrap", "must be positive");
+}
+
 AbResult run_ab_compare(const AbCompareOptions& options, const nlohmann::json& reward_config) {
+  check_ab_compare_options(options);
   const auto prompts = read_prompt_jsonl(options.prompts_path, options.image_root);
   for (const auto* dir : {&options.policy_a, &options.policy_b})
     if (!fs::exists(fs::path(*dir) / "config.json"))

@@ -33,6 +33,11 @@ struct AbCompareOptions {
   bool progress = true;              // progress bars on stderr
 };
 
+// Checks the values a user sets: non-empty labels; max_new_tokens, the batch sizes and the bootstrap resamples
+// positive; when sampling, temperature > 0, top_p in (0, 1], top_k >= 0; tie_epsilon >= 0. Throws InputError
+// naming the ab-compare option. run_ab_compare checks first.
+void check_ab_compare_options(const AbCompareOptions& options);
+
 // Loads the policy in `dir`, generates one response per prompt and frees the model again.
 std::vector<Response> generate_for_policy(const std::string& dir, const std::string& label,
                                           const std::vector<PromptRecord>& prompts, const AbCompareOptions& options);
