@@ -94,6 +94,8 @@ struct TrainConfig {
 
   // loss_type is [sft] alone: no rejected completions, no reference model.
   bool sft_only() const { return loss.terms.size() == 1 && loss.terms[0] == LossTerm::kSft; }
+  // A reference model is loaded and run: reference.source = model, unless SFT-only.
+  bool uses_reference_model() const { return reference.source == ReferenceSource::kModel && !sft_only(); }
 
   // Parses and validates. `source` names the file in errors. Throws InputError "<source>: <key.path>: problem".
   static TrainConfig from_json(const nlohmann::json& config, const std::string& source);

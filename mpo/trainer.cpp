@@ -232,7 +232,7 @@ MpoModels load_mpo_models(const TrainConfig& config) {
       Qwen2_5_VLProcessor::from_directory(config.model.path, {config.model.min_pixels, config.model.max_pixels}));
   models.policy = qwen::load_pretrained(config.model.path, dtype, device).model;
   // SFT alone never looks at a reference, so none is loaded (half the memory).
-  if (config.reference.source == ReferenceSource::kModel && !config.sft_only())
+  if (config.uses_reference_model())
     models.reference = qwen::load_pretrained(config.reference.path.empty() ? config.model.path : config.reference.path,
                                              dtype, device).model;
   return models;
@@ -247,7 +247,7 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
       policy_(std::move(models.policy)),
       reference_(std::move(models.reference)) {
   if (!processor_ || policy_.is_empty()) throw InputError("MpoTrainer", "needs a processor and a policy model");
-  const bool uses_reference = config_.reference.source == ReferenceSource::kModel && !config_.sft_only();
+  const bool uses_reference = config_.uses_reference_model();
   if (uses_reference == reference_.is_empty())
     throw InputError("reference.source", uses_reference ? "is \"model\" but no reference model was given"
                                                         : "uses no reference model, but one was given");

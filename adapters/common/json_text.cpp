@@ -14,15 +14,6 @@ namespace {
 constexpr size_t kMaxDetailBytes = 240;
 constexpr size_t kMaxKeyBytes = 60;
 
-// At most `limit` bytes of `text` as valid UTF-8.
-std::string printable(std::string_view text, size_t limit) {
-  std::string out = utf8_decode_lossy(text.substr(0, limit + 4));
-  if (out.size() <= limit) return out;
-  size_t cut = limit;
-  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
-  return out.substr(0, cut) + "...";
-}
-
 // Re-parses `text` (only after a failure, so the common path pays nothing) with a callback that tracks the
 // position in the document, and returns the path of the value being read when the parser stopped.
 std::string failure_path(std::string_view text) {
@@ -66,13 +57,21 @@ std::string failure_path(std::string_view text) {
       path += fmt::format("[{}]", frame.index);
     } else if (frame.in_member) {
       if (!path.empty()) path += '.';
-      path += printable(frame.key, kMaxKeyBytes);
+      path += message_excerpt(frame.key, kMaxKeyBytes);
     }
   }
   return path;
 }
 
 }  // namespace
+
+std::string message_excerpt(std::string_view text, size_t limit) {
+  std::string out = utf8_decode_lossy(text.substr(0, limit + 4));
+  if (out.size() <= limit) return out;
+  size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+  return out.substr(0, cut) + "...";
+}
 
 std::string describe_json_failure(std::string_view text, const nlohmann::json::exception& e, std::string_view syntax,
                                   std::string* path_out) {
@@ -83,10 +82,10 @@ std::string describe_json_failure(std::string_view text, const nlohmann::json::e
     // "[json.exception.out_of_range.406] number overflow parsing '1e400'": the bracketed id says nothing more.
     const auto close = detail.find("] ");
     if (detail.rfind("[json.exception.", 0) == 0 && close != std::string::npos) detail.erase(0, close + 2);
-    const std::string problem = fmt::format("number out of range ({})", printable(detail, kMaxDetailBytes));
+    const std::string problem = fmt::format("number out of range ({})", message_excerpt(detail, kMaxDetailBytes));
     return path.empty() ? problem : path + ": " + problem;
   }
-  return fmt::format("{}{}: {}", syntax, path.empty() ? "" : " at " + path, printable(detail, kMaxDetailBytes));
+  return fmt::format("{}{}: {}", syntax, path.empty() ? "" : " at " + path, message_excerpt(detail, kMaxDetailBytes));
 }
 
 nlohmann::json parse_json_text(std::string_view text, const std::string& source, std::string_view syntax) {

@@ -10,6 +10,10 @@
 
 namespace vlreward {
 
+// At most `limit` bytes of `text` for an error message: valid UTF-8 (ill-formed bytes replaced), cut at a character
+// boundary and marked "..." when longer.
+std::string message_excerpt(std::string_view text, size_t limit);
+
 // Describes why `text` failed to parse with exception `e` (any nlohmann::json::exception):
 //   a number out of range  →  "samples[0]: number out of range (number overflow parsing '1e400')"
 //   anything else          →  "<syntax> at samples[0]: <the parser's message>"   (`syntax`: e.g. "invalid JSON")

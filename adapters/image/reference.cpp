@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "adapters/common/json_text.h"
 #include "plugin/wire/base64.h"
 
 namespace vlreward {
@@ -18,14 +19,8 @@ constexpr size_t kMaxPathLength = 4096;
 // Fewer decoded bytes than this cannot be an image: such a string is a mistyped path, not image data.
 constexpr size_t kMinImageBytes = 8;
 
-// At most ~60 bytes of the given text in a message, cut at a UTF-8 character boundary (server messages travel in
-// proto3 strings, which must be valid UTF-8).
-std::string shorten(const std::string& text) {
-  if (text.size() <= 60) return text;
-  size_t cut = 60;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return text.substr(0, cut) + "...";
-}
+// At most ~60 bytes of client text in a message, as valid UTF-8 (messages travel in proto3 strings).
+std::string shorten(const std::string& text) { return message_excerpt(text, 60); }
 
 // JPEG and PNG, and the formats decoding refuses by name (GIF, WebP, BMP, TIFF).
 bool looks_like_image_bytes(const std::string& bytes) {

@@ -31,14 +31,8 @@ constexpr int64_t kMergedPatchPixels = 28;
 [[noreturn]] void bad(const std::string& message) { throw ServeError(ServeErrorKind::kBadRequest, message); }
 [[noreturn]] void too_large(const std::string& message) { throw ServeError(ServeErrorKind::kTooLarge, message); }
 
-// At most ~60 bytes of client text in a message, cut at a UTF-8 character boundary (messages travel in proto3
-// strings, which must be valid UTF-8).
-std::string shorten(const std::string& text) {
-  if (text.size() <= 60) return text;
-  size_t cut = 60;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return text.substr(0, cut) + "...";
-}
+// At most ~60 bytes of client text in a message, as valid UTF-8 (messages travel in proto3 strings).
+std::string shorten(const std::string& text) { return message_excerpt(text, 60); }
 
 // Depth of bracket nesting outside strings; stops early once over the limit.
 bool nesting_within(const std::string& text, int limit) {
@@ -94,19 +88,6 @@ int64_t image_tokens(int64_t width, int64_t height) {
   return std::clamp(w * h, kMinImageTokens, kMaxImageTokens);
 }
 
-// Image references go through the one parser (adapters/image/reference.h) under the server's rules; its
-// errors become the server's: an image over a limit 413, anything else 400.
-template <typename F>
-RewardImage image_step(F&& step) {
-  try {
-    return step();
-  } catch (const ImageTooLargeError& e) {
-    too_large(utf8_decode_lossy(e.what()));
-  } catch (const InputError& e) {
-    bad(utf8_decode_lossy(e.what()));
-  }
-}
-
 }  // namespace
 
 ServeError decoding_failure(const std::string& where, std::exception_ptr error) {
@@ -157,11 +138,11 @@ nlohmann::json RequestDecoder::parse_json_body(const std::string& body) const {
 }
 
 RewardImage RequestDecoder::image_from_path(const std::string& path, const std::string& where) const {
-  return image_step([&] { return read_path_image(resolve_image_path(path, where, image_rules_), where); });
+  return read_path_image(resolve_image_path(path, where, image_rules_), where);
 }
 
 RewardImage RequestDecoder::image_from_string(const std::string& text, const std::string& where) const {
-  return image_step([&] { return read_path_image(parse_image_reference(text, where, image_rules_), where); });
+  return read_path_image(parse_image_reference(text, where, image_rules_), where);
 }
 
 RewardImage RequestDecoder::read_path_image(RewardImage image, const std::string& where) const {

@@ -83,11 +83,6 @@ class RequestDecoder {
   // Binary protocol.
   std::vector<DecodedSample> decode_proto(const serve::ScoreRequest& request) const;
 
-  // An image given as a string, or explicitly as a path: parse_image_reference / resolve_image_path
-  // (adapters/image/reference.h) with the paths confined to image_root. The result always holds bytes (paths
-  // are read here, after confinement).
-  RewardImage image_from_string(const std::string& text, const std::string& where) const;
-  RewardImage image_from_path(const std::string& path, const std::string& where) const;
   // Checks the per-sample limits (text, images, pixels from the header) and returns the sample's cost.
   SampleCost check_sample(const RewardRequest& request, const std::string& where) const;
   // Checks the per-request budgets (limits.max_request_pixels, limits.max_request_tokens) over all samples, so
@@ -99,6 +94,12 @@ class RequestDecoder {
   GetRewardRequest decode_get_reward_unguarded(const nlohmann::json& body) const;
   ClassifyRequest decode_classify_unguarded(const nlohmann::json& body) const;
   std::vector<DecodedSample> decode_proto_unguarded(const serve::ScoreRequest& request) const;
+  // An image given as a string, or explicitly as a path: parse_image_reference / resolve_image_path
+  // (adapters/image/reference.h) with the paths confined to image_root. The result always holds bytes (paths are
+  // read here, after confinement). Their InputError / ImageTooLargeError become 400 / 413 in decoding_failure, as
+  // every decoding step runs under decoding().
+  RewardImage image_from_string(const std::string& text, const std::string& where) const;
+  RewardImage image_from_path(const std::string& path, const std::string& where) const;
   RewardImage read_path_image(RewardImage image, const std::string& where) const;
   DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
   std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;
