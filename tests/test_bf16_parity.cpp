@@ -12,6 +12,8 @@
 // no further from them than three times transformers' own bf16 error.
 #include <gtest/gtest.h>
 
+#include <ATen/Version.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cmath>
@@ -149,7 +151,16 @@ VLREWARD_INSTANTIATE_DEVICES(Bf16ParityDevice);
 TEST_P(Bf16ParityDevice, ScoresMatchTransformersInBfloat16) {
   const auto& reference = expected();
   ASSERT_EQ(reference.at("dtype"), "bfloat16");
-  const double tolerance = reference.at("score_tolerance").at("relative").get<double>();
+  // bf16 results depend on the CPU kernels: on the fixture's CPU capability the scores must agree to the fixture's
+  // tolerance. On another (AVX512's bf16 dot products accumulate differently from AVX2's) the two bf16 runs differ by
+  // bf16 rounding itself, so each score may differ by as much as transformers' own bf16 score differs from its
+  // float32 one (and never less than the fixture's tolerance).
+  const double fixture_tolerance = reference.at("score_tolerance").at("relative").get<double>();
+  const std::string fixture_cpu = reference.at("recipe").at("cpu_capability").get<std::string>();
+  const bool same_kernels = GetParam() != "cpu" || at::get_cpu_capability() == fixture_cpu;
+  if (!same_kernels)
+    std::printf("  CPU capability %s, fixture's %s: tolerance per score = max(%.2g, transformers' bf16-vs-fp32 error)\n",
+                at::get_cpu_capability().c_str(), fixture_cpu.c_str(), fixture_tolerance);
   const auto requests = reward_items();
   const auto& scores = reference.at("scores");
   ASSERT_EQ(requests.size(), scores.size());
@@ -163,6 +174,8 @@ TEST_P(Bf16ParityDevice, ScoresMatchTransformersInBfloat16) {
     ASSERT_TRUE(result.at(0).ok()) << requests[i].id << ": " << result[0].error;
     const double want = scores[i].at("score").get<double>();
     const double rel = std::abs(*result[0].score - want) / std::abs(want);
+    const double tolerance =
+        same_kernels ? fixture_tolerance : std::max(fixture_tolerance, scores[i].at("bf16_vs_fp32_rel").get<double>());
     if (rel > worst) worst = rel, worst_id = requests[i].id;
     EXPECT_LE(rel, tolerance) << requests[i].id << ": " << *result[0].score << " vs " << want;
   }
