@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <ATen/autocast_mode.h>
+
 #include "adapters/common/error.h"
 #include "adapters/qwen2_5_vl/batch.h"
 
@@ -110,6 +112,106 @@ CompletionLogps completion_logps(const torch::Tensor& logits_in, const torch::Te
   }
   const auto token_logps = torch::stack(rows);
   out.token_logps = torch::where(out.token_mask, token_logps, torch::zeros({}, token_logps.options()));
+  out.sequence_logps = out.token_logps.sum(1);
+  return out;
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// log_softmax(h·Wᵀ)[label] per row of h, chunk by chunk; see chunked_completion_logps.
+struct ChunkedTokenLogps : public torch::autograd::Function<ChunkedTokenLogps> {
+  static torch::Tensor logits_of(const torch::Tensor& h, const torch::Tensor& w, c10::ScalarType compute) {
+    return at::linear(h.to(compute), w.to(compute)).to(torch::kFloat32);
+  }
+
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& hidden, const torch::Tensor& weight,
+                               const torch::Tensor& labels, int64_t chunk_rows, c10::ScalarType compute) {
+    const int64_t n = hidden.size(0);
+    auto logps = torch::empty({n}, hidden.options().dtype(torch::kFloat32));
+    auto lse = torch::empty({n}, logps.options());
+    for (int64_t begin = 0; begin < n; begin += chunk_rows) {
+      const int64_t rows = std::min(chunk_rows, n - begin);
+      const auto logits = logits_of(hidden.narrow(0, begin, rows), weight, compute);
+      const auto chunk_lse = torch::logsumexp(logits, 1);
+      lse.narrow(0, begin, rows).copy_(chunk_lse);
+      logps.narrow(0, begin, rows).copy_(logits.gather(1, labels.narrow(0, begin, rows).unsqueeze(1)).squeeze(1) - chunk_lse);
+    }
+    ctx->save_for_backward({hidden, weight, labels, lse});
+    ctx->saved_data["chunk_rows"] = chunk_rows;
+    ctx->saved_data["compute"] = compute;
+    return logps;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &hidden = saved[0], &weight = saved[1], &labels = saved[2], &lse = saved[3];
+    const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
+    const auto compute = ctx->saved_data["compute"].toScalarType();
+    const auto grad = grad_outputs[0];
+    const bool need_hidden = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
+    torch::Tensor grad_hidden = need_hidden ? torch::empty_like(hidden) : torch::Tensor();
+    torch::Tensor grad_weight = need_weight ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32))
+                                            : torch::Tensor();
+    const auto w = weight.to(compute);
+    const int64_t n = hidden.size(0);
+    for (int64_t begin = 0; begin < n; begin += chunk_rows) {
+      const int64_t rows = std::min(chunk_rows, n - begin);
+      const auto h = hidden.narrow(0, begin, rows).to(compute);
+      // d logp / d logits = onehot(label) - softmax(logits), times the incoming gradient of each row.
+      auto d_logits = logits_of(h, w, compute).sub_(lse.narrow(0, begin, rows).unsqueeze(1)).exp_().neg_();
+      d_logits.scatter_add_(1, labels.narrow(0, begin, rows).unsqueeze(1),
+                            torch::ones({rows, 1}, d_logits.options()));
+      d_logits.mul_(grad.narrow(0, begin, rows).unsqueeze(1));
+      const auto d = d_logits.to(compute);
+      if (need_hidden) grad_hidden.narrow(0, begin, rows).copy_(d.mm(w));
+      if (need_weight) grad_weight.add_(d.t().mm(h));
+    }
+    if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
+    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+CompletionLogps chunked_completion_logps(const torch::Tensor& hidden, const torch::Tensor& lm_head_weight,
+                                         const torch::Tensor& input_ids, const torch::Tensor& completion_mask,
+                                         int64_t chunk_rows) {
+  if (!hidden.defined() || hidden.dim() != 3 || !hidden.is_floating_point())
+    throw std::invalid_argument("chunked_completion_logps: hidden states must be a floating [R, S, H] tensor, got " +
+                                shape(hidden));
+  const int64_t R = hidden.size(0), S = hidden.size(1), H = hidden.size(2);
+  if (S < 2) throw std::invalid_argument("chunked_completion_logps: need at least 2 positions, got " + shape(hidden));
+  if (!lm_head_weight.defined() || lm_head_weight.dim() != 2 || lm_head_weight.size(1) != H)
+    throw std::invalid_argument("chunked_completion_logps: lm_head weight must be [V, " + std::to_string(H) + "], got " +
+                                shape(lm_head_weight));
+  if (!input_ids.defined() || input_ids.sizes() != torch::IntArrayRef{R, S} || input_ids.scalar_type() != torch::kInt64)
+    throw std::invalid_argument("chunked_completion_logps: input_ids must be int64 [" + std::to_string(R) + ", " +
+                                std::to_string(S) + "], got " + shape(input_ids));
+  if (!completion_mask.defined() || completion_mask.sizes() != torch::IntArrayRef{R, S})
+    throw std::invalid_argument("chunked_completion_logps: completion_mask must be [" + std::to_string(R) + ", " +
+                                std::to_string(S) + "], got " + shape(completion_mask));
+  if (chunk_rows < 1) throw std::invalid_argument("chunked_completion_logps: chunk_rows must be >= 1");
+  const int64_t V = lm_head_weight.size(0);
+  const auto device = hidden.device();
+  CompletionLogps out;
+  out.token_mask = completion_mask.slice(1, 1).to(device).to(torch::kBool);
+  const auto labels = input_ids.slice(1, 1).to(device).masked_select(out.token_mask);
+  if (labels.numel() > 0) {
+    const int64_t top = labels.max().item<int64_t>(), bottom = labels.min().item<int64_t>();
+    if (top >= V || bottom < 0)
+      throw std::invalid_argument("chunked_completion_logps: a completion token id (" +
+                                  std::to_string(top >= V ? top : bottom) + ") is outside the vocabulary of " +
+                                  std::to_string(V) + " logits");
+  }
+  const auto rows = hidden.slice(1, 0, S - 1).masked_select(out.token_mask.unsqueeze(-1)).view({-1, H});
+  const c10::ScalarType compute = at::autocast::is_autocast_enabled(device.type())
+                                      ? at::autocast::get_autocast_dtype(device.type())
+                                      : hidden.scalar_type();
+  const auto selected = ChunkedTokenLogps::apply(rows, lm_head_weight, labels, chunk_rows, compute);
+  out.token_logps = torch::zeros(out.token_mask.sizes(), selected.options()).masked_scatter(out.token_mask, selected);
   out.sequence_logps = out.token_logps.sum(1);
   return out;
 }

@@ -33,6 +33,16 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     reference.fail("path", "is only used with source \"model\"");
   reference.finish();
 
+  if (root.raw("lora") != nullptr) {
+    Section lora = root.section("lora");
+    c.lora = qwen::read_lora_section(lora);
+    if (root.raw("freeze") != nullptr)
+      throw ConfigError(source, "freeze: does not apply with lora (the base model is frozen whole; choose the adapted "
+                                "layers with lora.target_modules and lora.vision_target_modules)");
+    if (!c.reference.path.empty())
+      throw ConfigError(source, "reference.path: with lora the reference is the base model (model.path) with the "
+                                "adapters disabled; remove reference.path");
+  }
   Section freeze = root.section("freeze");
   c.freeze = qwen::read_freeze_section(freeze, c.freeze);
   if (c.freeze.vision_tower && c.freeze.merger && c.freeze.llm)
@@ -112,6 +122,9 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   if (seed < 0) train.fail("seed", "must be >= 0");
   t.seed = static_cast<uint64_t>(seed);
   t.num_threads = static_cast<int64_t>(non_negative("num_threads", static_cast<double>(train.optional<int64_t>("num_threads", t.num_threads))));
+  t.gradient_checkpointing = qwen::read_gradient_checkpointing(train);
+  t.logprob_chunk_size = static_cast<int64_t>(
+      positive("logprob_chunk_size", static_cast<double>(train.optional<int64_t>("logprob_chunk_size", t.logprob_chunk_size))));
   train.finish();
 
   Section output = root.section("output");
@@ -204,7 +217,9 @@ json TrainConfig::to_json() const {
         {"epochs", train.epochs},
         {"max_steps", train.max_steps},
         {"seed", train.seed},
-        {"num_threads", train.num_threads}}},
+        {"num_threads", train.num_threads},
+        {"gradient_checkpointing", qwen::checkpointing_to_json(train.gradient_checkpointing)},
+        {"logprob_chunk_size", train.logprob_chunk_size}}},
       {"output",
        {{"dir", output.dir},
         {"save_steps", output.save_steps},
@@ -213,6 +228,7 @@ json TrainConfig::to_json() const {
         {"jsonl", output.jsonl},
         {"progress", output.progress}}},
   };
+  if (lora) out["lora"] = qwen::lora_to_json(*lora);
   if (online) {
     const auto& o = *online;
     out["online"] = {{"prompts", o.prompts},

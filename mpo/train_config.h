@@ -6,10 +6,12 @@
 //   reference: {source: model|precomputed, path}       # model: frozen copy of the initial policy (or `path`);
 //                                                      # precomputed: ref_chosen_logp/ref_rejected_logp per pair
 //   freeze:    {vision_tower, merger, llm}             # requires_grad false on that parameter group
+//   lora:      {r, alpha, dropout, use_rslora, target_modules, vision_target_modules, init_from}  # adapters only
 //   data:      {train, image_root, shuffle}
 //   loss:      {loss_type, loss_weights, beta, label_smoothing, sft_tokens: completion|trl_0.28}
 //   train:     {learning_rate, weight_decay, adam_beta1, adam_beta2, adam_epsilon, warmup_ratio, max_grad_norm,
-//               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads}
+//               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads,
+//               gradient_checkpointing: bool | {decoder, vision}, logprob_chunk_size}
 //   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
 //   online:    {prompts, rounds, samples_per_prompt, temperature, top_p, top_k, max_new_tokens, seed, min_margin,
 //               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size}
@@ -66,7 +68,12 @@ struct TrainConfig {
     int64_t max_steps = 0;  // > 0: stop after this many optimizer steps (and size the schedule by it)
     uint64_t seed = 42;
     int64_t num_threads = 0;  // 0 = LibTorch's default
+    qwen::CheckpointingRules gradient_checkpointing;  // recompute activations in the backward pass
+    int64_t logprob_chunk_size = 1024;  // positions per lm_head + log-softmax chunk (chunked_completion_logps)
   } train;
+  // Low-rank adapters instead of full fine-tuning: the base is frozen whole (freeze: does not apply) and the
+  // reference, when the loss uses one, is the base model itself with the adapters disabled (no second copy).
+  std::optional<qwen::LoraSettings> lora;
   struct Output {
     std::string dir;
     int64_t save_steps = 0;  // 0 = only at the end
@@ -95,7 +102,10 @@ struct TrainConfig {
   // loss_type is [sft] alone: no rejected completions, no reference model.
   bool sft_only() const { return loss.terms.size() == 1 && loss.terms[0] == LossTerm::kSft; }
   // A reference model is loaded and run: reference.source = model, unless SFT-only.
-  bool uses_reference_model() const { return reference.source == ReferenceSource::kModel && !sft_only(); }
+  // A reference model is loaded and run: reference.source = model, unless SFT-only or LoRA (whose reference is the
+  // policy's own base, reference_is_base_model()).
+  bool uses_reference_model() const { return reference.source == ReferenceSource::kModel && !sft_only() && !lora; }
+  bool reference_is_base_model() const { return reference.source == ReferenceSource::kModel && !sft_only() && lora; }
 
   // Parses and validates. `source` names the file in errors. Throws InputError "<source>: <key.path>: problem".
   static TrainConfig from_json(const nlohmann::json& config, const std::string& source);

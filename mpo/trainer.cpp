@@ -38,6 +38,7 @@ constexpr const char* kTrainerStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
+constexpr const char* kAdapterDir = "adapter";  // of an exported LoRA policy
 
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
 std::string progress_status(const std::map<std::string, double>& metrics) {
@@ -149,11 +150,20 @@ struct ModelLogps {
   torch::Tensor nll;  // defined when requested
 };
 
+// The completion log-probs of a batch: the decoder's last hidden states through lm_head in chunks of positions
+// (chunked_completion_logps), never the logits of the whole batch.
+CompletionLogps batch_logps(qwen::Qwen2_5_VLModel& model, const ConcatenatedBatch& batch, int64_t chunk_rows) {
+  qwen::ForwardOptions options;
+  options.logits = false;
+  const auto hidden = model->forward(batch.input, options).last_hidden_state;
+  return chunked_completion_logps(hidden, model->lm_head_weight(), batch.input.input_ids, batch.completion_mask,
+                                  chunk_rows);
+}
+
 ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool autocast, bool need_nll,
-                       SftTokens sft_tokens) {
+                       SftTokens sft_tokens, int64_t chunk_rows) {
   qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
-  auto logits = model->forward(mb.batch.input).logits;
-  auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
+  auto lp = batch_logps(model, mb.batch, chunk_rows);
   ModelLogps out;
   out.logps = split_pairs(lp.sequence_logps, mb.batch.num_pairs);
   if (need_nll) out.nll = sft_nll(lp, mb.batch.input.input_ids, mb.batch.num_pairs, sft_tokens);
@@ -164,8 +174,10 @@ ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool 
 // run must use the same. online.rounds may grow (a run can be extended); generation batch sizes never change results.
 json resume_relevant(const json& config) {
   json out{{"loss", config.at("loss")}, {"freeze", config.at("freeze")}, {"reference", config.at("reference")},
-           {"train", config.at("train")}, {"data", json{{"shuffle", config.at("data").at("shuffle")}}}};
-  out["train"].erase("num_threads");
+           {"train", config.at("train")}, {"data", json{{"shuffle", config.at("data").at("shuffle")}}},
+           {"lora", config.value("lora", json())}};
+  // Memory settings: the same results either way.
+  for (const char* key : {"num_threads", "gradient_checkpointing", "logprob_chunk_size"}) out["train"].erase(key);
   out["model"] = json{{"dtype", config.at("model").at("dtype")}};
   if (config.contains("online")) {
     out["online"] = config.at("online");
@@ -260,8 +272,17 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
   }
-  trainable_ = qwen::select_trainable(*policy_, config_.freeze);
-  if (trainable_.empty()) throw InputError("freeze", "every parameter is frozen: nothing to train");
+  if (config_.lora) {
+    for (auto& p : policy_->parameters()) p.set_requires_grad(false);  // the base stays as it is
+    adapters_.emplace(config_.lora->init_from.empty()
+                          ? qwen::LoraAdapters::attach(policy_, *config_.lora, config_.train.seed)
+                          : qwen::LoraAdapters::load(policy_, config_.lora->init_from));
+    trainable_ = adapters_->parameters();
+  } else {
+    trainable_ = qwen::select_trainable(*policy_, config_.freeze);
+    if (trainable_.empty()) throw InputError("freeze", "every parameter is frozen: nothing to train");
+  }
+  policy_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   const auto& t = config_.train;
   optimizer_ =
       qwen::make_adamw(trainable_, {t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
@@ -310,8 +331,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       torch::Tensor nll, sequence_logps;
       {
         qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
-        auto logits = policy_->forward(mb.batch.input).logits;
-        auto lp = completion_logps(logits, mb.batch.input.input_ids, mb.batch.completion_mask);
+        auto lp = batch_logps(policy_, mb.batch, config_.train.logprob_chunk_size);
         nll = sft_rows_nll(lp, mb.batch.input.input_ids, config_.sft_tokens);
         sequence_logps = lp.sequence_logps.detach();
       }
@@ -325,7 +345,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       continue;
     }
     MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
-    ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens);
+    ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
     PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
     if (config_.reference.source == ReferenceSource::kPrecomputed) {
       std::vector<double> chosen, rejected;
@@ -340,7 +360,11 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       logps.ref_rejected = torch::tensor(rejected, options).to(device_, logps.chosen.scalar_type());
     } else {
       torch::NoGradGuard no_grad;
-      ModelLogps ref = model_logps(reference_, mb, autocast, false, config_.sft_tokens);
+      // LoRA: the reference is the policy's base, the adapters switched off for this forward.
+      std::optional<qwen::AdaptersDisabled> base;
+      if (adapters_) base.emplace(*adapters_);
+      ModelLogps ref = model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
+                                   config_.train.logprob_chunk_size);
       logps.ref_chosen = ref.logps.chosen.detach();
       logps.ref_rejected = ref.logps.rejected.detach();
     }
@@ -463,7 +487,13 @@ void MpoTrainer::run_schedule(const std::vector<PreferenceRecord>& data, const D
 }
 
 void MpoTrainer::export_policy(const std::string& dir) const {
-  qwen::export_pretrained(*policy_, config_.model.path, dir, config_.model.dtype, {kManifestFile});
+  if (!adapters_) {
+    qwen::export_pretrained(*policy_, config_.model.path, dir, config_.model.dtype, {kManifestFile});
+    return;
+  }
+  qwen::export_pretrained(adapters_->merged_parameters(*policy_), config_.model.path, dir, config_.model.dtype,
+                          {kManifestFile});
+  adapters_->save((fs::path(dir) / kAdapterDir).string(), config_.model.path);
 }
 
 std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
@@ -472,7 +502,8 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   const fs::path final_dir = fs::path(config_.output.dir) / name;
   fs::remove_all(temp);
   fs::create_directories(temp);
-  export_policy(temp.string());
+  if (adapters_) adapters_->save(temp.string(), config_.model.path);
+  else export_policy(temp.string());
   save_adamw_state(*optimizer_, trainable_, (temp / kOptimizerFile).string());
   save_torch_rng_state((temp / kRngFile).string());
   running_.save((temp / kRunningMomentsFile).string());
@@ -522,8 +553,12 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
     for (const auto& c : changed) list += (list.empty() ? "" : "; ") + c;
     throw InputError(state_path, "the config differs from the checkpoint's in: " + list);
   }
-  const auto model_config = Qwen2_5_VLConfig::load((dir / "config.json").string());
-  qwen::load_checkpoint(*policy_, checkpoint_dir, model_config.text.tie_word_embeddings);
+  if (adapters_) {
+    adapters_->load_weights(checkpoint_dir);
+  } else {
+    const auto model_config = Qwen2_5_VLConfig::load((dir / "config.json").string());
+    qwen::load_checkpoint(*policy_, checkpoint_dir, model_config.text.tie_word_embeddings);
+  }
   load_adamw_state(*optimizer_, trainable_, (dir / kOptimizerFile).string());
   load_torch_rng_state((dir / kRngFile).string());
   running_ = RunningMoments::load((dir / kRunningMomentsFile).string());

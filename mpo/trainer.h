@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
+#include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
 #include "mpo/data_fingerprint.h"
@@ -129,15 +130,19 @@ class MpoTrainer {
   // One optimizer step over the given micro-batches (each a non-empty list of pairs). Advances global_step.
   StepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);
 
-  // Writes <output.dir>/checkpoint-<global_step> atomically and prunes old ones; returns its path.
+  // Writes <output.dir>/checkpoint-<global_step> atomically and prunes old ones; returns its path. With LoRA the
+  // checkpoint holds the adapters (PEFT format), not the base weights.
   std::string save_checkpoint(const DataFingerprint& data);
-  // The policy as an HF checkpoint dir (weights, config, tokenizer, processor files).
+  // The policy as an HF checkpoint dir (weights, config, tokenizer, processor files). With LoRA: the merged model
+  // (PEFT's merge_and_unload) and, in its adapter/ subdirectory, the adapters in PEFT's format.
   void export_policy(const std::string& dir) const;
 
   qwen::Qwen2_5_VLModel& policy() { return policy_; }
   const Qwen2_5_VLProcessor& processor() const { return *processor_; }
-  // False for SFT-only and precomputed-reference runs.
+  // False for SFT-only, precomputed-reference and LoRA runs.
   bool has_reference_model() const { return !reference_.is_empty(); }
+  // The policy's adapters (lora: in the config), or null.
+  qwen::LoraAdapters* adapters() { return adapters_ ? &*adapters_ : nullptr; }
   const TrainState& state() const { return state_; }
   const RunningMoments& running_moments() const { return running_; }
   const TrainConfig& config() const { return config_; }
@@ -157,6 +162,7 @@ class MpoTrainer {
   std::unique_ptr<Qwen2_5_VLProcessor> processor_;
   qwen::Qwen2_5_VLModel policy_{nullptr};
   qwen::Qwen2_5_VLModel reference_{nullptr};
+  std::optional<qwen::LoraAdapters> adapters_;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunningMoments running_;

@@ -12,6 +12,14 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
+  auto out = base_forward(x);
+  if (!lora || !*lora->enabled) return out;
+  auto h = x.to(lora->A.scalar_type());
+  if (lora->dropout > 0 && is_training()) h = torch::dropout(h, lora->dropout, /*train=*/true);
+  return (out + at::linear(at::linear(h, lora->A), lora->B) * lora->scaling).to(out.scalar_type());
+}
+
+torch::Tensor LinearImpl::base_forward(const torch::Tensor& x) const {
   const int64_t in_features = weight.size(1);
   if (x.numel() != in_features || x.scalar_type() != weight.scalar_type()) return at::linear(x, weight, bias);
   auto sizes = x.sizes().vec();

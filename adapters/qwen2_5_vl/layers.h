@@ -3,9 +3,21 @@
 // TensorOptions, so the same code builds a CPU/CUDA model or a shapes-only model on the meta device.
 // Forward math mirrors transformers op for op (at::linear, fp32 RMSNorm statistics) for bit-level parity.
 #include <cstdint>
+#include <memory>
 #include <torch/torch.h>
 
 namespace vlreward::qwen {
+
+// A low-rank adapter on one Linear (PEFT's LoRA layer): y = W x + b + scaling · B(A(dropout(x))), the branch
+// computed in the adapter's dtype (float32 over a bf16 base, as PEFT keeps it) and the sum cast back to the layer's
+// output dtype. Owned by the adapter set (lora.h), which switches all its branches on and off at once.
+struct LoraBranch {
+  torch::Tensor A;  // [r, in]
+  torch::Tensor B;  // [out, r]
+  double scaling = 1;
+  double dropout = 0;  // applied in training mode only
+  std::shared_ptr<const bool> enabled;
+};
 
 class LinearImpl : public torch::nn::Module {
  public:
@@ -15,6 +27,11 @@ class LinearImpl : public torch::nn::Module {
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined when the layer has none
+  std::shared_ptr<LoraBranch> lora;  // null when the layer has no adapter (not a registered parameter: the base
+                                     // checkpoint's names and files stay as they are)
+
+ private:
+  torch::Tensor base_forward(const torch::Tensor& x) const;
 };
 TORCH_MODULE(Linear);
 

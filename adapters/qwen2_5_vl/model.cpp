@@ -87,6 +87,11 @@ torch::Tensor Qwen2_5_VLModelImpl::decode(const torch::Tensor& next_ids, KVCache
   return lm_logits(decoded.last_hidden_state);
 }
 
+void Qwen2_5_VLModelImpl::set_gradient_checkpointing(const CheckpointingRules& rules) {
+  model->set_gradient_checkpointing(rules.decoder_layers);
+  visual->set_gradient_checkpointing(rules.vision_blocks);
+}
+
 void Qwen2_5_VLModelImpl::set_attention_impl(AttentionImpl impl) {
   model->set_attention_impl(impl);
   visual->set_attention_impl(impl);

@@ -10,6 +10,7 @@
 
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/kv_cache.h"
+#include "adapters/qwen2_5_vl/pretrained_config.h"  // CheckpointingRules
 #include "adapters/qwen2_5_vl/rope_index.h"
 #include "adapters/qwen2_5_vl/text_decoder.h"
 #include "adapters/qwen2_5_vl/vision_tower.h"
@@ -50,6 +51,8 @@ class Qwen2_5_VLModelImpl : public torch::nn::Module {
 
   torch::Tensor image_embeddings(const torch::Tensor& pixel_values, const std::vector<GridTHW>& grids) const;
   torch::Tensor lm_logits(const torch::Tensor& hidden) const;
+  // lm_head's weight [vocab, hidden] (the embedding matrix when tied).
+  torch::Tensor lm_head_weight() const { return lm_head ? lm_head->weight : model->embed_weight(); }
   RopeIndex rope_index(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                        const std::vector<GridTHW>& grids) const;
 
@@ -62,6 +65,8 @@ class Qwen2_5_VLModelImpl : public torch::nn::Module {
   // Attention of the vision tower and the decoder: kFused (scaled_dot_product_attention, the default) or kExplicit
   // (transformers' eager op order: in bf16 it rounds where transformers' eager attention does).
   void set_attention_impl(AttentionImpl impl);
+  // Which layers recompute their activations in the backward pass (checkpointing.h).
+  void set_gradient_checkpointing(const CheckpointingRules& rules);
 
   VisionTower visual{nullptr};
   TextDecoder model{nullptr};

@@ -96,8 +96,16 @@ Pretrained load_pretrained(const std::string& dir, torch::ScalarType dtype, cons
 
 void export_pretrained(const torch::nn::Module& module, const std::string& source_dir, const std::string& dir,
                        const std::string& dtype_name, const std::vector<std::string>& marker_files) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value().detach());
+  export_pretrained(tensors, source_dir, dir, dtype_name, marker_files);
+}
+
+void export_pretrained(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& source_dir,
+                       const std::string& dir, const std::string& dtype_name,
+                       const std::vector<std::string>& marker_files) {
   fs::create_directories(dir);
-  save_checkpoint(module, dir);
+  save_checkpoint(tensors, dir);
   for (const auto& entry : fs::directory_iterator(source_dir)) {
     if (!entry.is_regular_file()) continue;
     const std::string name = entry.path().filename().string();

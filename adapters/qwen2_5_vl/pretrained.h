@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adapters/hf/qwen2_5_vl_config.h"
@@ -39,6 +40,10 @@ Pretrained load_pretrained(const std::string& dir, torch::ScalarType dtype, cons
 // such as a checkpoint manifest) are not copied. `dir` is created if needed.
 void export_pretrained(const torch::nn::Module& module, const std::string& source_dir, const std::string& dir,
                        const std::string& dtype_name, const std::vector<std::string>& marker_files = {});
+// The same for named tensors in hub names (a LoRA-merged model: LoraAdapters::merged_parameters).
+void export_pretrained(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& source_dir,
+                       const std::string& dir, const std::string& dtype_name,
+                       const std::vector<std::string>& marker_files = {});
 
 // A randomly initialised checkpoint directory from a config.json, for models trained from scratch (the bundled
 // shapes task's tiny policy and reward model). The tokenizer, chat template and preprocessor files are copied from

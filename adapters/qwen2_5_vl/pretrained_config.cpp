@@ -1,5 +1,8 @@
 #include "adapters/qwen2_5_vl/pretrained_config.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "plugin/config_reader.h"
 
 namespace vlreward::qwen {
@@ -28,6 +31,74 @@ FreezeRules read_freeze_section(ConfigReader& freeze, FreezeRules defaults) {
   f.llm = freeze.optional<bool>("llm", f.llm);
   freeze.finish();
   return f;
+}
+
+double LoraSettings::scaling() const {
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+}
+
+LoraSettings read_lora_section(ConfigReader& lora) {
+  LoraSettings s;
+  s.init_from = lora.optional<std::string>("init_from", "");
+  if (!s.init_from.empty()) {
+    for (const char* key : {"r", "alpha", "dropout", "use_rslora", "target_modules", "vision_target_modules"})
+      if (lora.has(key))
+        lora.fail(key, "is taken from init_from's adapter_config.json; remove it");
+    lora.finish();
+    return s;
+  }
+  s.r = lora.optional<int64_t>("r", s.r);
+  if (s.r <= 0) lora.fail("r", "must be > 0");
+  s.alpha = lora.optional<double>("alpha", s.alpha);
+  if (!(s.alpha > 0)) lora.fail("alpha", "must be > 0");
+  s.dropout = lora.optional<double>("dropout", s.dropout);
+  if (!(s.dropout >= 0 && s.dropout < 1)) lora.fail("dropout", "must be in [0, 1)");
+  s.use_rslora = lora.optional<bool>("use_rslora", s.use_rslora);
+  auto names = [&](const char* key, std::vector<std::string> fallback, const std::vector<std::string>& allowed) {
+    auto list = lora.optional<std::vector<std::string>>(key, std::move(fallback));
+    for (const auto& name : list)
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        std::string known;
+        for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+        lora.fail(key, "unknown module \"" + name + "\" (known: " + known + ")");
+      }
+    return list;
+  };
+  s.target_modules = names("target_modules", s.target_modules,
+                           {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
+  s.vision_target_modules =
+      names("vision_target_modules", s.vision_target_modules, {"qkv", "proj", "gate_proj", "up_proj", "down_proj", "merger"});
+  if (s.target_modules.empty() && s.vision_target_modules.empty())
+    lora.fail("target_modules", "no module targeted (and no vision_target_modules): nothing would train");
+  lora.finish();
+  return s;
+}
+
+nlohmann::json lora_to_json(const LoraSettings& s) {
+  return {{"r", s.r},           {"alpha", s.alpha},
+          {"dropout", s.dropout}, {"use_rslora", s.use_rslora},
+          {"target_modules", s.target_modules}, {"vision_target_modules", s.vision_target_modules},
+          {"init_from", s.init_from}};
+}
+
+nlohmann::json checkpointing_to_json(const CheckpointingRules& rules) {
+  return {{"decoder", rules.decoder_layers}, {"vision", rules.vision_blocks}};
+}
+
+CheckpointingRules read_gradient_checkpointing(ConfigReader& train) {
+  CheckpointingRules rules;
+  const nlohmann::json* value = train.raw("gradient_checkpointing");
+  if (value == nullptr) return rules;
+  if (value->is_boolean()) {
+    rules.decoder_layers = rules.vision_blocks = value->get<bool>();
+    return rules;
+  }
+  if (!value->is_object()) train.fail("gradient_checkpointing", "must be true, false or {decoder: bool, vision: bool}");
+  ConfigReader section(*value, train.path("gradient_checkpointing"), train.source());
+  rules.decoder_layers = section.optional<bool>("decoder", false);
+  rules.vision_blocks = section.optional<bool>("vision", false);
+  section.finish();
+  return rules;
 }
 
 }  // namespace vlreward::qwen

@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 namespace vlreward {
 class ConfigReader;
@@ -36,5 +39,38 @@ struct FreezeRules {
 // `freeze:` — vision_tower, merger and llm flags over `defaults` (which also carries lm_head_in_objective); finishes
 // the section.
 FreezeRules read_freeze_section(ConfigReader& freeze, FreezeRules defaults);
+
+// `lora:` — low-rank adapters instead of full fine-tuning (PEFT's LoraConfig; lora.h). The base model is frozen
+// whole and keeps its dtype; only the adapters train.
+struct LoraSettings {
+  int64_t r = 8;
+  double alpha = 8;           // lora_alpha
+  double dropout = 0;         // lora_dropout, on the adapter's input in training mode
+  bool use_rslora = false;    // scaling alpha / sqrt(r) (rsLoRA) instead of alpha / r
+  // Decoder layers' linear layers by name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  // Vision blocks' linear layers (qkv, proj, gate_proj, up_proj, down_proj) and "merger" (both merger layers).
+  std::vector<std::string> vision_target_modules;
+  std::string init_from;      // a PEFT adapter directory to start from; empty: PEFT's initialisation
+  double scaling() const;
+};
+
+// Reads r (> 0), alpha (> 0), dropout ([0, 1)), use_rslora, target_modules, vision_target_modules (names checked
+// against the lists above, at least one target in all) and init_from; finishes the section.
+// With init_from, the other keys come from the adapter's adapter_config.json and must not be given.
+LoraSettings read_lora_section(ConfigReader& lora);
+// The section as read (every key), for normalised configs stored in checkpoints.
+nlohmann::json lora_to_json(const LoraSettings& settings);
+
+// Which layers recompute their activations in the backward pass instead of keeping them (transformers'
+// gradient_checkpointing): each decoder layer, each vision block. `train.gradient_checkpointing` is a bool (both)
+// or {decoder: bool, vision: bool}.
+struct CheckpointingRules {
+  bool decoder_layers = false;
+  bool vision_blocks = false;
+  bool any() const { return decoder_layers || vision_blocks; }
+};
+CheckpointingRules read_gradient_checkpointing(ConfigReader& train);
+nlohmann::json checkpointing_to_json(const CheckpointingRules& rules);
 
 }  // namespace vlreward::qwen

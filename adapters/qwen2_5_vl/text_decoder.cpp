@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "adapters/common/error.h"
+#include "adapters/qwen2_5_vl/checkpointing.h"
 
 namespace vlreward::qwen {
 
@@ -121,7 +122,13 @@ DecoderOutput TextDecoderImpl::forward(const torch::Tensor& inputs_embeds, const
   auto h = inputs_embeds;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (want_hidden_states) out.hidden_states.push_back(h);
-    h = layers_[i]->forward(h, rope, mask, cache, i);
+    if (checkpoint_layers_ && cache == nullptr) {
+      const DecoderLayer layer = layers_[i];
+      h = checkpointed([layer, rope, mask, i](const torch::Tensor& x) { return layer->forward(x, rope, mask, nullptr, i); },
+                       h, trainable_tensors(*layer));
+    } else {
+      h = layers_[i]->forward(h, rope, mask, cache, i);
+    }
   }
   h = norm_->forward(h);
   if (want_hidden_states) out.hidden_states.push_back(h);

@@ -61,6 +61,8 @@ class TextDecoderImpl : public torch::nn::Module {
   // kFused (scaled_dot_product_attention) is the default; kExplicit is the reference path. Both agree on CPU in
   // fp32 (tested).
   void set_attention_impl(AttentionImpl impl);
+  // Each decoder layer recomputes its activations in the backward pass (checkpointing.h) instead of keeping them.
+  void set_gradient_checkpointing(bool enabled) { checkpoint_layers_ = enabled; }
   const Qwen2_5_VLTextConfig& config() const { return config_; }
   torch::Tensor embed_weight() const { return embed_weight_; }
 
@@ -72,6 +74,7 @@ class TextDecoderImpl : public torch::nn::Module {
   std::vector<DecoderLayer> layers_;
   RMSNorm norm_{nullptr};
   torch::Tensor inv_freq_;
+  bool checkpoint_layers_ = false;
 };
 TORCH_MODULE(TextDecoder);
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "adapters/common/error.h"
+#include "adapters/qwen2_5_vl/checkpointing.h"
 
 namespace vlreward::qwen {
 
@@ -161,7 +162,14 @@ torch::Tensor VisionTowerImpl::forward(const torch::Tensor& pixel_values, const 
   const auto& full = c.fullatt_block_indexes;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const bool is_full = std::find(full.begin(), full.end(), static_cast<int64_t>(i)) != full.end();
-    hidden = blocks_[i]->forward(hidden, cos, sin, is_full ? windows.cu_seqlens : windows.cu_window_seqlens);
+    const std::vector<int32_t>& segments = is_full ? windows.cu_seqlens : windows.cu_window_seqlens;
+    if (checkpoint_blocks_) {
+      const VisionBlock block = blocks_[i];
+      hidden = checkpointed([block, cos, sin, segments](const torch::Tensor& x) { return block->forward(x, cos, sin, segments); },
+                            hidden, trainable_tensors(*block));
+    } else {
+      hidden = blocks_[i]->forward(hidden, cos, sin, segments);
+    }
     if (block_outputs != nullptr) block_outputs->push_back(hidden);
   }
   const int64_t merged = c.hidden_size * unit;

@@ -56,6 +56,8 @@ class VisionTowerImpl : public torch::nn::Module {
 
   // kFused (scaled_dot_product_attention) is the default; kExplicit is the reference path.
   void set_attention_impl(AttentionImpl impl);
+  // Each block recomputes its activations in the backward pass (checkpointing.h) instead of keeping them.
+  void set_gradient_checkpointing(bool enabled) { checkpoint_blocks_ = enabled; }
   const Qwen2_5_VLVisionConfig& config() const { return config_; }
 
  private:
@@ -65,6 +67,7 @@ class VisionTowerImpl : public torch::nn::Module {
   RMSNorm merger_norm_{nullptr};
   Linear merger_fc1_{nullptr}, merger_fc2_{nullptr};
   torch::Tensor inv_freq_;
+  bool checkpoint_blocks_ = false;
 };
 TORCH_MODULE(VisionTower);
 

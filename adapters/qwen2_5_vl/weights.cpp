@@ -83,16 +83,23 @@ LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, b
 }
 
 void save_checkpoint(const torch::nn::Module& module, const std::string& dir, int64_t max_shard_bytes) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value().detach());
+  save_checkpoint(tensors, dir, max_shard_bytes);
+}
+
+void save_checkpoint(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& dir,
+                     int64_t max_shard_bytes) {
   fs::create_directories(dir);
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
   int64_t shard_bytes = 0, total_bytes = 0;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
-    const int64_t bytes = p.value().numel() * static_cast<int64_t>(p.value().element_size());
+  for (const auto& [name, tensor] : tensors) {
+    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
     if (shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().emplace_back(p.key(), p.value().detach());
+    shards.back().emplace_back(name, tensor.detach());
     shard_bytes += bytes;
     total_bytes += bytes;
   }

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace vlreward::qwen {
 
@@ -26,6 +28,9 @@ LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, b
 // Writes the module's parameters in the hub layout as one model.safetensors in `dir` (atomically), or as
 // shards of at most max_shard_bytes with model.safetensors.index.json when larger.
 void save_checkpoint(const torch::nn::Module& module, const std::string& dir,
+                     int64_t max_shard_bytes = int64_t{5} << 30);
+// The same for named tensors in hub names (e.g. LoraAdapters::merged_parameters).
+void save_checkpoint(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& dir,
                      int64_t max_shard_bytes = int64_t{5} << 30);
 
 }  // namespace vlreward::qwen
