@@ -31,6 +31,11 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   c.reference.path = reference.optional<std::string>("path", "");
   if (c.reference.source == ReferenceSource::kPrecomputed && !c.reference.path.empty())
     reference.fail("path", "is only used with source \"model\"");
+  c.reference.precompute = reference.optional<bool>("precompute", false);
+  if (c.reference.precompute && c.reference.source != ReferenceSource::kModel)
+    reference.fail("precompute", "computes the reference model's log-probs: it needs source \"model\"");
+  if (c.reference.precompute && root.raw("online") != nullptr)
+    reference.fail("precompute", "applies to offline data (online pairs are new every round)");
   reference.finish();
 
   if (root.raw("lora") != nullptr) {
@@ -85,6 +90,8 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   else loss.fail("sft_tokens", "must be \"completion\" or \"trl_0.28\", got \"" + sft_tokens + "\"");
   loss.finish();
   c.loss.validate(source + ": loss");
+  if (c.reference.precompute && c.sft_only())
+    throw ConfigError(source, "reference.precompute: has no use with loss_type [sft]");
   if (c.reference.source == ReferenceSource::kPrecomputed && c.loss.terms.size() == 1 && c.loss.uses(LossTerm::kSft))
     throw ConfigError(source, "reference.source: \"precomputed\" has no use with loss_type [sft]");
 
@@ -194,7 +201,8 @@ json TrainConfig::to_json() const {
   json out{
       {"model", m},
       {"reference",
-       {{"source", reference.source == ReferenceSource::kModel ? "model" : "precomputed"}, {"path", reference.path}}},
+       {{"source", reference.source == ReferenceSource::kModel ? "model" : "precomputed"}, {"path", reference.path},
+        {"precompute", reference.precompute}}},
       {"freeze", {{"vision_tower", freeze.vision_tower}, {"merger", freeze.merger}, {"llm", freeze.llm}}},
       {"data", online ? json{{"image_root", data.image_root}, {"shuffle", data.shuffle}}
                       : json{{"train", data.train}, {"image_root", data.image_root}, {"shuffle", data.shuffle}}},

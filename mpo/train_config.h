@@ -3,7 +3,7 @@
 // overrides. Unknown keys and bad values are rejected with their key path ("train.learning_rate: ...").
 //
 //   model:     {path, dtype: float32|bfloat16, device: cpu|cuda|cuda:N, bf16_autocast, min_pixels, max_pixels}
-//   reference: {source: model|precomputed, path}       # model: frozen copy of the initial policy (or `path`);
+//   reference: {source: model|precomputed, path, precompute}  # model: frozen copy of the initial policy (or `path`);
 //                                                      # precomputed: ref_chosen_logp/ref_rejected_logp per pair
 //   freeze:    {vision_tower, merger, llm}             # requires_grad false on that parameter group
 //   lora:      {r, alpha, dropout, use_rslora, target_modules, vision_target_modules, init_from}  # adapters only
@@ -45,6 +45,9 @@ struct TrainConfig {
   struct Reference {
     ReferenceSource source = ReferenceSource::kModel;
     std::string path;  // reference checkpoint; empty = model.path (the initial policy)
+    // Offline, source model: every pair's reference log-probs computed once before training and cached in
+    // output.dir (mpo/reference_cache.h); the reference model is then released.
+    bool precompute = false;
   } reference;
   qwen::FreezeRules freeze;  // lm_head trains with the decoder (lm_head_in_objective)
   struct Data {

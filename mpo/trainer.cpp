@@ -26,6 +26,7 @@
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
 #include "mpo/pair_tokenization.h"
+#include "mpo/reference_cache.h"
 
 namespace vlreward::mpo {
 namespace fs = std::filesystem;
@@ -347,27 +348,12 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
     MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
     ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
     PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
-    if (config_.reference.source == ReferenceSource::kPrecomputed) {
-      std::vector<double> chosen, rejected;
-      for (const auto* r : records) {
-        if (!r->ref_chosen_logp)
-          throw InputError(r->source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
-        chosen.push_back(*r->ref_chosen_logp);
-        rejected.push_back(*r->ref_rejected_logp);
-      }
-      auto options = torch::TensorOptions().dtype(torch::kFloat64);
-      logps.ref_chosen = torch::tensor(chosen, options).to(device_, logps.chosen.scalar_type());
-      logps.ref_rejected = torch::tensor(rejected, options).to(device_, logps.chosen.scalar_type());
-    } else {
-      torch::NoGradGuard no_grad;
-      // LoRA: the reference is the policy's base, the adapters switched off for this forward.
-      std::optional<qwen::AdaptersDisabled> base;
-      if (adapters_) base.emplace(*adapters_);
-      ModelLogps ref = model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
-                                   config_.train.logprob_chunk_size);
-      logps.ref_chosen = ref.logps.chosen.detach();
-      logps.ref_rejected = ref.logps.rejected.detach();
-    }
+    const PairLogps ref = reference_logps(records, [&] {
+      return model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
+                         config_.train.logprob_chunk_size).logps;
+    });
+    logps.ref_chosen = ref.chosen.to(logps.chosen.scalar_type());
+    logps.ref_rejected = ref.rejected.to(logps.chosen.scalar_type());
     LossResult result = compute_mpo_loss(config_.loss, logps, policy.nll, &running_);
     (result.loss * scale).backward();
     loss_sum += result.loss.item<double>();
@@ -391,6 +377,69 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   return out;
 }
 
+PairLogps MpoTrainer::reference_logps(const std::vector<const PreferenceRecord*>& records,
+                                      const std::function<PairLogps()>& forward) {
+  const bool stored = config_.reference.source == ReferenceSource::kPrecomputed;
+  if (stored || !precomputed_reference_.empty()) {
+    std::vector<double> chosen, rejected;
+    for (const auto* r : records) {
+      if (stored) {
+        if (!r->ref_chosen_logp)
+          throw InputError(r->source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
+        chosen.push_back(*r->ref_chosen_logp);
+        rejected.push_back(*r->ref_rejected_logp);
+        continue;
+      }
+      const auto it = precomputed_reference_.find(r);
+      if (it == precomputed_reference_.end())
+        throw std::logic_error("MpoTrainer: no precomputed reference log-probs for " + r->source);
+      chosen.push_back(it->second.first);
+      rejected.push_back(it->second.second);
+    }
+    auto options = torch::TensorOptions().dtype(torch::kFloat64);
+    return {torch::tensor(chosen, options).to(device_, torch::kFloat32),
+            torch::tensor(rejected, options).to(device_, torch::kFloat32)};
+  }
+  torch::NoGradGuard no_grad;
+  // LoRA: the reference is the policy's base, the adapters switched off for this forward.
+  std::optional<qwen::AdaptersDisabled> base;
+  if (adapters_) base.emplace(*adapters_);
+  const PairLogps ref = forward();
+  return {ref.chosen.detach(), ref.rejected.detach()};
+}
+
+void MpoTrainer::precompute_reference(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint) {
+  const std::string path = (fs::path(config_.output.dir) / kReferenceCacheFile).string();
+  const json key = reference_cache_key(config_, fingerprint, data);
+  std::optional<ReferenceLogps> values = load_reference_cache(path, key, data.size());
+  if (values) {
+    std::fprintf(stderr, "mpo-train: reference log-probs of %zu pairs read from %s\n", data.size(), path.c_str());
+  } else {
+    values.emplace();
+    const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
+    const auto batch_size = static_cast<size_t>(config_.train.batch_size);
+    for (size_t begin = 0; begin < data.size(); begin += batch_size) {
+      std::vector<const PreferenceRecord*> records;
+      for (size_t i = begin; i < std::min(data.size(), begin + batch_size); ++i) records.push_back(&data[i]);
+      const MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
+      const PairLogps ref = reference_logps(records, [&] {
+        return model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
+                           config_.train.logprob_chunk_size).logps;
+      });
+      const auto chosen = ref.chosen.to(torch::kCPU, torch::kFloat64).contiguous();
+      const auto rejected = ref.rejected.to(torch::kCPU, torch::kFloat64).contiguous();
+      values->chosen.insert(values->chosen.end(), chosen.data_ptr<double>(), chosen.data_ptr<double>() + chosen.numel());
+      values->rejected.insert(values->rejected.end(), rejected.data_ptr<double>(),
+                              rejected.data_ptr<double>() + rejected.numel());
+    }
+    save_reference_cache(path, key, *values);
+    std::fprintf(stderr, "mpo-train: reference log-probs of %zu pairs computed into %s\n", data.size(), path.c_str());
+  }
+  for (size_t i = 0; i < data.size(); ++i)
+    precomputed_reference_[&data[i]] = {values->chosen[i], values->rejected[i]};
+  reference_ = qwen::Qwen2_5_VLModel(nullptr);  // no longer needed: its memory goes back
+}
+
 std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
                               const TrainCallbacks& callbacks) {
   if (data.empty()) throw InputError(config_.data.train, config_.sft_only() ? "no SFT examples" : "no preference pairs");
@@ -401,6 +450,7 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
   set_total_steps(total);
 
   fs::create_directories(config_.output.dir);
+  if (config_.reference.precompute) precompute_reference(data, fingerprint);
   TrainLogger logger(log_options(config_, config_.output.jsonl), total, state_.global_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();

@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -156,6 +157,12 @@ class MpoTrainer {
   void run_schedule(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
                     const std::function<void(const StepMetrics&)>& log_step, const TrainCallbacks& callbacks);
   uint64_t data_seed() const;  // train.seed, mixed with the round in online runs
+  // reference.precompute: every record's reference log-probs, from the cache in output.dir or computed (and
+  // cached); then the reference model is released.
+  void precompute_reference(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint);
+  // The micro-batch's reference log-probs: stored with the data, precomputed, or a reference forward.
+  PairLogps reference_logps(const std::vector<const PreferenceRecord*>& records,
+                                   const std::function<PairLogps()>& forward);
 
   TrainConfig config_;
   torch::Device device_;
@@ -163,6 +170,7 @@ class MpoTrainer {
   qwen::Qwen2_5_VLModel policy_{nullptr};
   qwen::Qwen2_5_VLModel reference_{nullptr};
   std::optional<qwen::LoraAdapters> adapters_;
+  std::unordered_map<const PreferenceRecord*, std::pair<double, double>> precomputed_reference_;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunningMoments running_;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/lora.h"
@@ -24,6 +26,7 @@
 #include "mpo/data_fingerprint.h"
 #include "mpo/logprobs.h"
 #include "mpo/pair_tokenization.h"
+#include "mpo/reference_cache.h"
 #include "mpo/trainer.h"
 #include "reward/preference_data.h"
 #include "tests/mpo_test_support.h"
@@ -99,11 +102,11 @@ std::vector<StepMetrics> train(const TrainConfig& config, std::unique_ptr<MpoTra
   MpoModels models = load_mpo_models(config);
   models.policy->set_attention_impl(qwen::AttentionImpl::kExplicit);
   auto trainer = std::make_unique<MpoTrainer>(config, std::move(models));
-  const auto data = read_preference_jsonl(kPairs);
+  const auto data = read_preference_jsonl(config.data.train);
   std::vector<StepMetrics> steps;
   TrainCallbacks callbacks;
   callbacks.on_step = [&](const StepMetrics& m) { steps.push_back(m); };
-  trainer->train(data, fingerprint_file(kPairs, static_cast<int64_t>(data.size())), callbacks);
+  trainer->train(data, fingerprint_file(config.data.train, static_cast<int64_t>(data.size())), callbacks);
   if (keep != nullptr) *keep = std::move(trainer);
   return steps;
 }
@@ -308,4 +311,89 @@ TEST(LoraConfig, ErrorsNameTheKey) {
   c = base;
   c["train"]["gradient_checkpointing"] = "yes";
   expect_error(c, "train.gradient_checkpointing");
+}
+
+// reference.precompute: the reference log-probs computed once into output.dir, keyed by the data and its images.
+TEST(ReferenceCache, PrecomputedReferenceGivesTheSameStepsAndIsReusedOnlyForTheSameData) {
+  TempDir work;
+  // The fixture's pairs and images in a directory of their own, so they can be changed.
+  fs::copy(fs::path(kPairs).parent_path() / "images", work / "images", fs::copy_options::recursive);
+  const std::string pairs = work / "pairs.jsonl";
+  fs::copy_file(kPairs, pairs);
+  auto config_for = [&](const std::string& out) {
+    json c = lora_config(out);
+    c["data"]["train"] = pairs;
+    c["reference"] = {{"precompute", true}};
+    c["train"]["max_steps"] = 2;
+    return TrainConfig::from_json(c, "lora.yaml");
+  };
+  TempDir plain_out;
+  json plain = lora_config(plain_out.str());
+  plain["train"]["max_steps"] = 2;
+  const auto on_the_fly = train(TrainConfig::from_json(plain, "lora.yaml"));
+
+  const std::string out = work / "out";
+  const auto config = config_for(out);
+  const auto records = read_preference_jsonl(pairs);
+  const auto cached_steps = train(config);
+  ASSERT_EQ(cached_steps.size(), on_the_fly.size());
+  for (size_t s = 0; s < on_the_fly.size(); ++s)
+    for (const char* metric : {"loss", "grad_norm", "rewards/margins"})
+      EXPECT_NEAR(cached_steps[s].values.at(metric), on_the_fly[s].values.at(metric),
+                  1e-6 * std::max(1.0, std::abs(on_the_fly[s].values.at(metric)))) << metric << " step " << s;
+  const std::string cache = out + "/" + kReferenceCacheFile;
+  const auto key = reference_cache_key(config, fingerprint_file(pairs, 4), records);
+  const auto values = load_reference_cache(cache, key, records.size());
+  ASSERT_TRUE(values.has_value());
+  // The cached values are the base model's (the fixture's reference log-probs of the first micro-batch).
+  EXPECT_NEAR(values->chosen[0], expected("step0.micro0.reference.chosen_logps")[0].item<double>(), 1e-4);
+
+  // A second run reads the cache: shifted cached values shift the implied rewards.
+  ReferenceLogps shifted = *values;
+  for (auto& v : shifted.chosen) v -= 1.0;
+  save_reference_cache(cache, key, shifted);
+  fs::remove_all(out + "/checkpoint-2");
+  fs::remove_all(out + "/final_model");
+  const auto reread = train(config_for(out));
+  EXPECT_NEAR(reread[0].values.at("rewards/chosen") - cached_steps[0].values.at("rewards/chosen"), 0.1, 1e-5);
+
+  // A changed image: the key changes, the cache is recomputed (the shifted values are gone).
+  {
+    const std::string png = read_file(work / "images/p0_0.png");
+    // Trailing bytes after the PNG's end: the same picture, other bytes (only the bytes' identity enters the key).
+    std::ofstream(work / "images/p0_0.png", std::ios::binary) << png << std::string(8, '\0');
+  }
+  const auto changed = reference_cache_key(config, fingerprint_file(pairs, 4), read_preference_jsonl(pairs));
+  EXPECT_NE(changed, key);
+  fs::remove_all(out + "/checkpoint-2");
+  fs::remove_all(out + "/final_model");
+  train(config_for(out));
+  const auto recomputed = load_reference_cache(cache, changed, records.size());
+  ASSERT_TRUE(recomputed.has_value());
+  EXPECT_NEAR(recomputed->chosen[0], values->chosen[0], 1e-4);
+
+  // A changed data file changes the key too.
+  std::ofstream(pairs, std::ios::app) << "\n";
+  EXPECT_NE(reference_cache_key(config, fingerprint_file(pairs, 4), read_preference_jsonl(pairs)), changed);
+}
+
+TEST(ReferenceCache, FullFineTuningReleasesTheReferenceModel) {
+  TempDir out;
+  json c = lora_config(out.str());
+  c.erase("lora");
+  c["reference"] = {{"precompute", true}};
+  c["train"]["max_steps"] = 1;
+  std::unique_ptr<MpoTrainer> trainer;
+  const auto config = TrainConfig::from_json(c, "full.yaml");
+  MpoModels models = load_mpo_models(config);
+  ASSERT_FALSE(models.reference.is_empty());
+  trainer = std::make_unique<MpoTrainer>(config, std::move(models));
+  EXPECT_TRUE(trainer->has_reference_model());
+  const auto data = read_preference_jsonl(kPairs);
+  trainer->train(data, fingerprint_file(kPairs, static_cast<int64_t>(data.size())));
+  EXPECT_FALSE(trainer->has_reference_model());
+  EXPECT_TRUE(fs::exists(out / kReferenceCacheFile));
+  json bad = c;
+  bad["reference"] = {{"precompute", true}, {"source", "precomputed"}};
+  EXPECT_THROW(TrainConfig::from_json(bad, "c.yaml"), std::exception);
 }
