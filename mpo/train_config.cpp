@@ -258,6 +258,18 @@ json TrainConfig::to_json() const {
   return out;
 }
 
+qwen::TrainingSetup TrainConfig::memory_setup() const {
+  qwen::TrainingSetup s;
+  s.parameter_bytes = model.dtype == "bfloat16" ? 2 : 4;
+  s.lora = lora.has_value();
+  if (lora) s.lora_settings = *lora;
+  s.freeze = freeze;
+  s.reference_copy = uses_reference_model() && !reference.precompute;
+  s.checkpointing = train.gradient_checkpointing;
+  s.logprob_chunk = train.logprob_chunk_size;
+  return s;
+}
+
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
   json config = load_config_file(path);
   for (const auto& assignment : overrides) apply_override(config, assignment);

@@ -29,6 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/qwen2_5_vl/memory_plan.h"
 #include "adapters/qwen2_5_vl/pretrained_config.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
@@ -109,6 +110,9 @@ struct TrainConfig {
   // policy's own base, reference_is_base_model()).
   bool uses_reference_model() const { return reference.source == ReferenceSource::kModel && !sft_only() && !lora; }
   bool reference_is_base_model() const { return reference.source == ReferenceSource::kModel && !sft_only() && lora; }
+
+  // What the memory planner needs of this config (adapters/qwen2_5_vl/memory_plan.h).
+  qwen::TrainingSetup memory_setup() const;
 
   // Parses and validates. `source` names the file in errors. Throws InputError "<source>: <key.path>: problem".
   static TrainConfig from_json(const nlohmann::json& config, const std::string& source);

@@ -10,7 +10,10 @@
 #include <string>
 
 #include "adapters/qwen2_5_vl/checkpointing.h"
+#include "adapters/common/error.h"
+#include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/lora.h"
+#include "adapters/qwen2_5_vl/memory_plan.h"
 #include "adapters/qwen2_5_vl/optimizer.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "mpo/logprobs.h"
@@ -202,4 +205,57 @@ TEST(FrozenVisionTower, RunsWithoutAGraph) {
   auto adapters = qwen::LoraAdapters::attach(model, qwen::LoraSettings{}, 1);
   EXPECT_FALSE(model->image_embeddings(batch.input.pixel_values, batch.input.image_grids).grad_fn());
   EXPECT_TRUE(model->forward(batch.input, {false, false}).last_hidden_state.requires_grad());
+}
+
+TEST(MemoryPlan, ParameterCountsAreTheModelsOwn) {
+  for (const std::string path : {kModelDir + "/config.json", std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json"}) {
+    const auto config = Qwen2_5_VLConfig::load(path);
+    qwen::Qwen2_5_VLModel meta(config, torch::TensorOptions().device(torch::kMeta));
+    int64_t total = 0, vision = 0, merger = 0, lm_head = 0;
+    for (const auto& p : meta->named_parameters()) {
+      total += p.value().numel();
+      if (p.key().rfind("visual.merger.", 0) == 0) merger += p.value().numel();
+      else if (p.key().rfind("visual.", 0) == 0) vision += p.value().numel();
+      else if (p.key().rfind("lm_head.", 0) == 0) lm_head += p.value().numel();
+    }
+    qwen::TrainingSetup setup;
+    const auto counts = qwen::count_parameters(config, setup);
+    EXPECT_EQ(counts.total, total) << path;
+    EXPECT_EQ(counts.vision, vision) << path;
+    EXPECT_EQ(counts.merger, merger) << path;
+    EXPECT_EQ(counts.lm_head, lm_head) << path;
+    EXPECT_EQ(counts.trainable, total) << path;
+    // LoRA: the adapters attach() creates.
+    for (auto& p : meta->parameters()) p.set_requires_grad(false);
+    setup.lora = true;
+    setup.lora_settings.vision_target_modules = {"qkv", "proj", "merger"};
+    auto adapters = qwen::LoraAdapters::attach(meta, setup.lora_settings, 0);
+    int64_t adapter_params = 0;
+    for (const auto& [name, t] : adapters.parameters()) adapter_params += t.numel();
+    EXPECT_EQ(qwen::count_parameters(config, setup).trainable, adapter_params) << path;
+  }
+  // Qwen2.5-VL-7B: 8.29 B parameters.
+  const auto seven_b = Qwen2_5_VLConfig::load(std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json");
+  EXPECT_NEAR(static_cast<double>(qwen::count_parameters(seven_b, {}).total) / 1e9, 8.29, 0.01);
+}
+
+TEST(MemoryPlan, SizesAndCheckpointing) {
+  EXPECT_EQ(qwen::parse_memory_size("80GiB", "x"), int64_t{80} << 30);
+  EXPECT_EQ(qwen::parse_memory_size("80 GB", "x"), int64_t{80'000'000'000});
+  EXPECT_EQ(qwen::parse_memory_size("512MiB", "x"), int64_t{512} << 20);
+  EXPECT_THROW(qwen::parse_memory_size("80 parsecs", "x"), InputError);
+  EXPECT_THROW(qwen::parse_memory_size("-1GiB", "x"), InputError);
+  const auto seven_b = Qwen2_5_VLConfig::load(std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json");
+  qwen::TrainingSetup setup;
+  setup.parameter_bytes = 2;
+  setup.lora = true;
+  setup.lora_settings.r = 16;
+  qwen::MicroBatchShape shape{4, 2048, 1024, 512};
+  const auto plain = qwen::plan_training_memory(seven_b, setup, shape);
+  setup.checkpointing = {true, true};
+  const auto checkpointed = qwen::plan_training_memory(seven_b, setup, shape);
+  EXPECT_LT(checkpointed.activations * 10, plain.activations);
+  EXPECT_EQ(checkpointed.weights, plain.weights);
+  EXPECT_GE(qwen::largest_fitting_pairs(seven_b, setup, shape, int64_t{80} << 30), 2);
+  EXPECT_EQ(qwen::largest_fitting_pairs(seven_b, setup, shape, int64_t{8} << 30), 0);  // the weights alone are 15 GiB
 }
