@@ -9,6 +9,7 @@
 #include <boost/program_options.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/qwen2_5_vl/memory_plan.h"
 #include "mpo/checkpoint.h"
 #include "mpo/online.h"
 #include "mpo/data_fingerprint.h"
@@ -28,15 +29,8 @@ static int mpo_train(int argc, char** argv) {
       ("help,h", "show this help")
       ("config,c", po::value<std::string>()->required(), "YAML/JSON training config (see configs/mpo_tiny.yaml)")
       ("output-dir,o", po::value<std::string>(), "run directory (overrides output.dir)")
-      ("resume", po::value<std::string>(), "continue from a checkpoint directory, or 'auto': the newest in the run directory")
-      ("plan", "print the memory this config needs on one device (nothing is loaded or allocated) and exit")
-      ("plan-gpu-memory", po::value<std::string>(), "with --plan: the device's memory (e.g. 80GiB): does it fit, and the "
-                                                    "largest micro-batch that does")
-      ("plan-tokens", po::value<int64_t>()->default_value(2048), "with --plan: tokens per sequence (prompt, image "
-                                                                 "tokens and completion)")
-      ("plan-completion-tokens", po::value<int64_t>()->default_value(512), "with --plan: completion tokens per sequence")
-      ("plan-image-pixels", po::value<int64_t>()->default_value(448 * 448), "with --plan: image pixels per sequence "
-                                                                            "(0: text only)");
+      ("resume", po::value<std::string>(), "continue from a checkpoint directory, or 'auto': the newest in the run directory");
+  vlreward::qwen::add_memory_plan_options(options);
   po::variables_map vm;
   if (!vlreward::parse_command_line_with_overrides(
           argc, argv, options, vm,
@@ -44,24 +38,9 @@ static int mpo_train(int argc, char** argv) {
     return 0;
   const auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
   if (vm.count("plan")) {
-    const auto model = vlreward::Qwen2_5_VLConfig::load((fs::path(config.model.path) / "config.json").string());
-    vlreward::qwen::MicroBatchShape shape;
-    shape.rows = (config.sft_only() ? 1 : 2) * config.train.batch_size;
-    shape.tokens = vm["plan-tokens"].as<int64_t>();
-    shape.completion_tokens = vm["plan-completion-tokens"].as<int64_t>();
-    const int64_t patch = model.vision.patch_size;
-    shape.image_patches = vm["plan-image-pixels"].as<int64_t>() / (patch * patch);
-    if (shape.tokens < 2 || shape.completion_tokens < 1 || shape.completion_tokens >= shape.tokens || shape.image_patches < 0)
-      throw vlreward::InputError("--plan-tokens", "needs tokens >= 2 and 1 <= completion tokens < tokens");
-    const auto setup = config.memory_setup();
-    const auto plan = vlreward::qwen::plan_training_memory(model, setup, shape);
-    int64_t budget = 0, largest = 0;
-    if (vm.count("plan-gpu-memory")) {
-      budget = vlreward::qwen::parse_memory_size(vm["plan-gpu-memory"].as<std::string>(), "--plan-gpu-memory");
-      largest = vlreward::qwen::largest_fitting_pairs(model, setup, shape, budget);
-    }
-    std::printf("mpo-train --plan: %s\n%s", config.model.path.c_str(),
-                vlreward::qwen::format_memory_plan(plan, shape, budget, largest).c_str());
+    std::printf("mpo-train --plan: %s", vlreward::qwen::memory_plan_for_options(vm, config.model.path, config.memory_setup(),
+                                                                                config.train.batch_size, config.sft_only() ? 1 : 2)
+                                               .c_str());
     return 0;
   }
 

@@ -3,11 +3,13 @@
 //   reward-train --config configs/reward_train_tiny.yaml [key.path=value ...] [--output-dir DIR]
 // Rerunning the same command skips the stages already finished (their stage-<k>/DONE) and continues.
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 
 #include <boost/program_options.hpp>
 
+#include "adapters/qwen2_5_vl/memory_plan.h"
 #include "adapters/common/error.h"
 #include "adapters/common/cli.h"
 #include "reward/train_config.h"
@@ -23,6 +25,7 @@ static int reward_train(int argc, char** argv) {
       ("help,h", "show this help")
       ("config,c", po::value<std::string>()->required(), "YAML/JSON training config (see configs/reward_train_tiny.yaml)")
       ("output-dir,o", po::value<std::string>(), "run directory (overrides output.dir)");
+  vlreward::qwen::add_memory_plan_options(options);
   po::variables_map vm;
   if (!vlreward::parse_command_line_with_overrides(argc, argv, options, vm,
                                                    "Positional key.path=value arguments override config keys, e.g. "
@@ -30,6 +33,13 @@ static int reward_train(int argc, char** argv) {
                                                    "index)"))
     return 0;
   const auto config = vlreward::load_reward_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
+  if (vm.count("plan")) {
+    int64_t batch = 1;
+    for (const auto& stage : config.stages) batch = std::max(batch, stage.batch_size);
+    std::printf("reward-train --plan: %s",
+                vlreward::qwen::memory_plan_for_options(vm, config.model.path, config.memory_setup(), batch, 2).c_str());
+    return 0;
+  }
 
   vlreward::RewardTrainer trainer(config);
   vlreward::RewardTrainCallbacks callbacks;

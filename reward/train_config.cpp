@@ -65,6 +65,13 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   c.value_head.seed = static_cast<uint64_t>(head_seed);
   head.finish();
 
+  if (root.raw("lora") != nullptr) {
+    Section lora = root.section("lora");
+    c.lora = qwen::read_lora_section(lora);
+    if (root.raw("freeze") != nullptr)
+      throw ConfigError(source, "freeze: does not apply with lora (the backbone is frozen whole; choose the adapted "
+                                "layers with lora.target_modules and lora.vision_target_modules)");
+  }
   Section freeze = root.section("freeze");
   c.freeze = qwen::read_freeze_section(freeze, c.freeze);
 
@@ -94,6 +101,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   t.seed = static_cast<uint64_t>(seed);
   t.num_threads = train.optional<int64_t>("num_threads", t.num_threads);
   if (t.num_threads < 0) train.fail("num_threads", "must be >= 0 (0 = LibTorch's default)");
+  t.gradient_checkpointing = qwen::read_gradient_checkpointing(train);
   train.finish();
 
   const json* stages = root.raw("stages");
@@ -164,12 +172,25 @@ json RewardTrainConfig::to_json() const {
         {"max_grad_norm", train.max_grad_norm},
         {"gradient_accumulation_steps", train.gradient_accumulation_steps},
         {"seed", train.seed},
-        {"num_threads", train.num_threads}}},
+        {"num_threads", train.num_threads},
+        {"gradient_checkpointing", qwen::checkpointing_to_json(train.gradient_checkpointing)}}},
+      {"lora", lora ? qwen::lora_to_json(*lora) : json()},
       {"stages", s},
       {"eval", {{"data", eval.data}, {"batch_size", eval.batch_size}}},
       {"output",
        {{"dir", output.dir}, {"jsonl", output.jsonl}, {"tensorboard", output.tensorboard}, {"progress", output.progress}}},
   };
+}
+
+qwen::TrainingSetup RewardTrainConfig::memory_setup() const {
+  qwen::TrainingSetup s;
+  s.parameter_bytes = model.dtype == "bfloat16" ? 2 : 4;
+  s.lora = lora.has_value();
+  if (lora) s.lora_settings = *lora;
+  s.freeze = freeze;
+  s.checkpointing = train.gradient_checkpointing;
+  s.lm_head_logits = false;
+  return s;
 }
 
 RewardTrainConfig load_reward_train_config(const std::string& path, const std::vector<std::string>& overrides) {

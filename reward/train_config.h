@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/qwen2_5_vl/memory_plan.h"
 #include "adapters/qwen2_5_vl/pretrained_config.h"
 
 namespace vlreward {
@@ -39,6 +40,9 @@ struct RewardTrainConfig {
   // The vision tower (visual.* except visual.merger.*) is frozen by default, as the paper trains; lm_head is never
   // used by a reward model (lm_head_in_objective false); the value head always trains.
   qwen::FreezeRules freeze{/*vision_tower=*/true, /*merger=*/false, /*llm=*/false, /*lm_head_in_objective=*/false};
+  // Low-rank adapters on the backbone instead of full fine-tuning (the backbone frozen whole, freeze: does not
+  // apply); the value head still trains fully.
+  std::optional<qwen::LoraSettings> lora;
   struct Data {
     std::string image_root;  // for relative image paths; empty = each JSONL's directory
     bool shuffle = true;
@@ -52,6 +56,7 @@ struct RewardTrainConfig {
     int64_t gradient_accumulation_steps = 1;
     uint64_t seed = 42;
     int64_t num_threads = 0;  // 0 = LibTorch's default
+    qwen::CheckpointingRules gradient_checkpointing;  // recompute activations in the backward pass
   } train;
   struct Stage {
     std::string name;                // default "stage-<k>"
@@ -72,6 +77,9 @@ struct RewardTrainConfig {
     bool tensorboard = true;  // tensorboard/stage-N: one TensorBoard run per stage
     bool progress = true;
   } output;
+
+  // What the memory planner needs of this config (adapters/qwen2_5_vl/memory_plan.h): no reference, no lm_head.
+  qwen::TrainingSetup memory_setup() const;
 
   // Parses and validates. `source` names the file in errors: InputError "<source>: <key.path>: problem".
   static RewardTrainConfig from_json(const nlohmann::json& config, const std::string& source);

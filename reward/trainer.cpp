@@ -38,6 +38,7 @@ constexpr const char* kDoneFormat = "vlreward-reward-train-stage/1";
 constexpr const char* kValueHeadFile = "value_head.safetensors";
 constexpr const char* kWeightName = "v_head.summary.weight";
 constexpr const char* kBiasName = "v_head.summary.bias";
+constexpr const char* kAdapterDir = "adapter";  // of an exported LoRA backbone
 
 // What decides stage k's result: the model and head it starts from, the shared settings, stages 1..k.
 json stage_identity(const RewardTrainConfig& config, size_t k) {
@@ -57,10 +58,12 @@ json stage_identity(const RewardTrainConfig& config, size_t k) {
   }
   json train = all.at("train");
   train.erase("num_threads");
+  train.erase("gradient_checkpointing");  // the same results either way
   json model = all.at("model");
   model.erase("device");
   return json{{"model", model}, {"value_head", all.at("value_head")}, {"freeze", all.at("freeze")},
-              {"data", {{"shuffle", config.data.shuffle}}}, {"train", train}, {"stages", stages}};
+              {"lora", all.at("lora")}, {"data", {{"shuffle", config.data.shuffle}}}, {"train", train},
+              {"stages", stages}};
 }
 
 void diff_keys(const json& a, const json& b, const std::string& prefix, std::vector<std::string>& out) {
@@ -171,7 +174,16 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
   head_->to(device_);
   // train() mode changes nothing in this model (no dropout), but says what the module is doing.
   model_->train();
-  trainable_ = qwen::select_trainable(*model_, config_.freeze);
+  if (config_.lora) {
+    for (auto& p : model_->parameters()) p.set_requires_grad(false);  // the backbone stays as it is
+    adapters_.emplace(config_.lora->init_from.empty()
+                          ? qwen::LoraAdapters::attach(model_, *config_.lora, config_.train.seed)
+                          : qwen::LoraAdapters::load(model_, config_.lora->init_from));
+    trainable_ = adapters_->parameters();
+  } else {
+    trainable_ = qwen::select_trainable(*model_, config_.freeze);
+  }
+  model_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   trainable_.emplace_back(kWeightName, head_->weight);
   trainable_.emplace_back(kBiasName, head_->bias);
 }
@@ -268,13 +280,24 @@ PairEvaluation RewardTrainer::evaluate(const std::vector<PreferenceRecord>& pair
 
 void RewardTrainer::export_model(const std::string& dir) const {
   // Weights and the head come from memory; a DONE marker or manifest would describe another directory.
-  qwen::export_pretrained(*model_, config_.model.path, dir, config_.model.dtype, {kDoneFile, "manifest.json"});
+  // LoRA: the merged backbone (loadable as is) and the adapters in PEFT's format in adapter/.
+  if (adapters_) {
+    qwen::export_pretrained(adapters_->merged_parameters(*model_), config_.model.path, dir, config_.model.dtype,
+                            {kDoneFile, "manifest.json"});
+    adapters_->save((fs::path(dir) / kAdapterDir).string(), config_.model.path);
+  } else {
+    qwen::export_pretrained(*model_, config_.model.path, dir, config_.model.dtype, {kDoneFile, "manifest.json"});
+  }
   save_value_head(head_, (fs::path(dir) / kValueHeadFile).string());
 }
 
 void RewardTrainer::load_model(const std::string& dir) {
-  const auto model_config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
-  qwen::load_checkpoint(*model_, dir, model_config.text.tie_word_embeddings);
+  if (adapters_) {
+    adapters_->load_weights((fs::path(dir) / kAdapterDir).string());  // the base stays model.path's
+  } else {
+    const auto model_config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
+    qwen::load_checkpoint(*model_, dir, model_config.text.tie_word_embeddings);
+  }
   ValueHead loaded = load_value_head((fs::path(dir) / kValueHeadFile).string(), head_->weight.size(1));
   torch::NoGradGuard no_grad;
   head_->weight.copy_(loaded->weight);

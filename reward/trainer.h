@@ -19,6 +19,10 @@
 // Per step: loss, accuracy (fraction of pairs with r⁺ > r⁻; ties count as wrong), margin (mean r⁺ − r⁻),
 // rewards/chosen, rewards/rejected, lr, grad_norm → the console progress bar and <output>/metrics.jsonl.
 //
+// LoRA (a lora: section): the backbone is frozen whole and adapters train with the value head (which trains fully,
+// as PEFT's modules_to_save would); exported directories hold the merged backbone, the value head and the adapters in
+// PEFT's format under adapter/; a resumed run loads the adapters onto model.path's backbone.
+//
 // Output: after stage k, <output>/stage-<k>/ (k from 1), and at the end <output>/final_model/: an HF checkpoint
 // (weights, config.json with the training dtype, tokenizer/processor files copied from model.path) plus
 // value_head.safetensors — a directory the skywork_vl backend loads as is. Each is written into a .tmp- directory
@@ -35,11 +39,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "adapters/hf/qwen2_5_vl_processor.h"
+#include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "reward/preference_data.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
@@ -125,6 +131,7 @@ class RewardTrainer {
   std::unique_ptr<Qwen2_5_VLProcessor> processor_;
   qwen::Qwen2_5_VLModel model_{nullptr};
   ValueHead head_{nullptr};
+  std::optional<qwen::LoraAdapters> adapters_;  // lora: in the config
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   double learning_rate_ = 0;

@@ -596,3 +596,72 @@ TEST(RewardTrain, CommandLineTrainsTheTinyConfig) {
   EXPECT_EQ(run("--config configs/reward_train_tiny.yaml --output-dir '" + (tmp / "run2") + "' stages.1.lr=1"), 2);
   EXPECT_NE(read_file(log).find("stages[1]: unknown key(s): lr"), std::string::npos) << read_file(log);
 }
+
+// ---- LoRA --------------------------------------------------------------------------------------------------------
+
+TEST(RewardTrain, LoraTrainsAdaptersAndTheWholeValueHeadAndExportsAMergedModel) {
+  TempDir tmp;
+  json j = base_config(tmp / "out");
+  j.erase("freeze");
+  j["lora"] = {{"r", 4}, {"alpha", 8}, {"vision_target_modules", {"qkv"}}};
+  j["stages"] = json::array({{{"data", kDir + "/pairs.jsonl"}, {"learning_rate", 1e-2}, {"batch_size", 3}},
+                             {{"data", kDir + "/pairs.jsonl"}, {"learning_rate", 1e-2}, {"batch_size", 3}}});
+  j["eval"] = {{"data", kDir + "/pairs.jsonl"}, {"batch_size", 2}};
+  RewardTrainer trainer(config_of(j));
+  const auto before = snapshot(trainer);
+  // Adapters (2 layers x 7 projections + 4 vision blocks' qkv, A and B) and the value head's weight and bias.
+  ASSERT_EQ(trainer.trainable_parameters().size(), 2u * (2 * 7 + 4) + 2);
+  const std::string final_dir = trainer.train();
+  const auto after = snapshot(trainer);
+  for (const auto& [name, t] : before) {
+    // The bias cancels in r⁺ − r⁻: its Bradley-Terry gradient is exactly 0, so only the head's weight moves.
+    if (name == "v_head.summary.weight") EXPECT_FALSE(torch::equal(t, after.at(name))) << name << " did not train";
+    else if (name.rfind("v_head.", 0) != 0) EXPECT_TRUE(torch::equal(t, after.at(name))) << name << " is frozen";
+  }
+  for (const auto& [name, t] : trainer.trainable_parameters())
+    if (name.find("lora_B") != std::string::npos) EXPECT_GT(t.abs().sum().item<double>(), 0) << name;
+  EXPECT_TRUE(fs::is_regular_file(fs::path(final_dir) / "adapter/adapter_model.safetensors"));
+
+  // The merged export scores as the adapted model in memory.
+  const auto pairs = read_preference_jsonl(kDir + "/pairs.jsonl");
+  const PairEvaluation mine = trainer.evaluate(pairs, 1);
+  RewardRegistry registry;
+  register_reward_backends(registry);
+  auto backend = registry.create({{"type", "skywork_vl"}, {"model", final_dir}, {"max_padding_fraction", 1e9}});
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    auto results = backend->score({pairs[i].chosen_request(), pairs[i].rejected_request()});
+    ASSERT_TRUE(results[0].ok() && results[1].ok());
+    EXPECT_NEAR(*results[0].score, mine.chosen[i], 1e-4);
+    EXPECT_NEAR(*results[1].score, mine.rejected[i], 1e-4);
+  }
+
+  // A rerun after stage 1 loads that stage's adapters onto the base and ends where the uninterrupted run did.
+  TempDir again;
+  fs::create_directories(again / "out");
+  fs::copy(tmp / "out/stage-1", again / "out/stage-1", fs::copy_options::recursive);
+  json k = j;
+  k["output"]["dir"] = again / "out";
+  RewardTrainer resumed(config_of(k));
+  resumed.train();
+  for (size_t i = 0; i < trainer.trainable_parameters().size(); ++i)
+    EXPECT_TRUE(torch::equal(resumed.trainable_parameters()[i].second, trainer.trainable_parameters()[i].second))
+        << trainer.trainable_parameters()[i].first;
+}
+
+TEST(RewardTrain, LoraWithGradientCheckpointingGivesTheSameWeights) {
+  auto run = [&](bool checkpointing) {
+    TempDir tmp;
+    json j = base_config(tmp / "out");
+    j.erase("freeze");
+    j["lora"] = {{"r", 4}, {"alpha", 8}, {"vision_target_modules", {"qkv", "merger"}}};
+    j["train"]["gradient_checkpointing"] = checkpointing;
+    RewardTrainer trainer(config_of(j));
+    trainer.train();
+    std::vector<torch::Tensor> out;
+    for (const auto& [name, t] : trainer.trainable_parameters()) out.push_back(t.detach().clone());
+    return out;
+  };
+  const auto plain = run(false), checkpointed = run(true);
+  ASSERT_EQ(plain.size(), checkpointed.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << i;
+}

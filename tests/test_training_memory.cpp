@@ -256,6 +256,6 @@ TEST(MemoryPlan, SizesAndCheckpointing) {
   const auto checkpointed = qwen::plan_training_memory(seven_b, setup, shape);
   EXPECT_LT(checkpointed.activations * 10, plain.activations);
   EXPECT_EQ(checkpointed.weights, plain.weights);
-  EXPECT_GE(qwen::largest_fitting_pairs(seven_b, setup, shape, int64_t{80} << 30), 2);
-  EXPECT_EQ(qwen::largest_fitting_pairs(seven_b, setup, shape, int64_t{8} << 30), 0);  // the weights alone are 15 GiB
+  EXPECT_GE(qwen::largest_fitting_batch(seven_b, setup, shape, int64_t{80} << 30), 2);
+  EXPECT_EQ(qwen::largest_fitting_batch(seven_b, setup, shape, int64_t{8} << 30), 0);  // the weights alone are 15 GiB
 }

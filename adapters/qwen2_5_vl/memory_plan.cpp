@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cmath>
 
+#include <boost/program_options.hpp>
+#include <filesystem>
 #include <fmt/format.h>
 
 #include "adapters/common/error.h"
@@ -115,7 +117,8 @@ MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSe
   const int64_t decoder_layer = decoder_graph ? tokens * layer_token : 0;
   const int64_t vision_block = vision_graph ? patches * block_patch : 0;
   // Kept around the layers: embeddings and the final norm's input/output, the completion rows' hidden states.
-  const int64_t outside = decoder_graph ? tokens * (3 * a * h) + 4 * shape.rows * shape.completion_tokens * h : 0;
+  const int64_t outside =
+      decoder_graph ? tokens * (3 * a * h) + (setup.lm_head_logits ? 4 * shape.rows * shape.completion_tokens * h : 0) : 0;
   p.activations_without_checkpointing = t.num_hidden_layers * decoder_layer + v.depth * vision_block + outside;
   p.activations_with_checkpointing = (decoder_graph ? t.num_hidden_layers * tokens * a * h : 0) +
                                      (vision_graph ? v.depth * patches * a * hv : 0) + outside;
@@ -125,23 +128,23 @@ MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSe
                   (cp.vision_blocks ? (vision_graph ? v.depth * patches * a * hv : 0) : v.depth * vision_block) +
                   outside;
   const int64_t chunk_rows = std::min(setup.logprob_chunk, shape.rows * shape.completion_tokens);
-  const int64_t logits = 3 * chunk_rows * t.vocab_size * 4;
+  const int64_t logits = setup.lm_head_logits ? 3 * chunk_rows * t.vocab_size * 4 : 0;
   const int64_t recompute = std::max(cp.decoder_layers ? decoder_layer : 0, cp.vision_blocks ? vision_block : 0);
   p.transient = std::max(logits, recompute);
   return p;
 }
 
-int64_t largest_fitting_pairs(const Qwen2_5_VLConfig& config, const TrainingSetup& setup, MicroBatchShape shape,
-                              int64_t budget_bytes) {
+int64_t largest_fitting_batch(const Qwen2_5_VLConfig& config, const TrainingSetup& setup, MicroBatchShape shape,
+                              int64_t budget_bytes, int64_t rows_per_example) {
   int64_t best = 0;
   for (int64_t pairs = 1; pairs <= 4096; pairs *= 2) {
-    shape.rows = 2 * pairs;
+    shape.rows = rows_per_example * pairs;
     if (plan_training_memory(config, setup, shape).total() > budget_bytes) break;
     best = pairs;
   }
   if (best == 0) return 0;
   for (int64_t pairs = best + 1; pairs < 2 * best; ++pairs) {  // refine between best and 2·best
-    shape.rows = 2 * pairs;
+    shape.rows = rows_per_example * pairs;
     if (plan_training_memory(config, setup, shape).total() > budget_bytes) break;
     best = pairs;
   }
@@ -191,9 +194,45 @@ std::string format_memory_plan(const MemoryPlan& p, const MicroBatchShape& shape
       gib(p.gradients), gib(p.optimizer), gib(p.activations), gib(p.activations_without_checkpointing),
       gib(p.activations_with_checkpointing), gib(p.transient), gib(p.total()));
   if (budget_bytes > 0)
-    out += fmt::format("fits in {:.1f} GiB: {}; largest micro-batch that fits: {} pair(s)\n", gib(budget_bytes),
+    out += fmt::format("fits in {:.1f} GiB: {}; largest micro-batch that fits: {} example(s)\n", gib(budget_bytes),
                        p.total() <= budget_bytes ? "yes" : "no", largest_pairs);
   return out;
+}
+
+void add_memory_plan_options(boost::program_options::options_description& options) {
+  namespace po = boost::program_options;
+  options.add_options()
+      ("plan", "print the memory this config needs on one device (nothing is loaded or allocated) and exit")
+      ("plan-gpu-memory", po::value<std::string>(), "with --plan: the device's memory (e.g. 80GiB): does it fit, and the "
+                                                    "largest micro-batch that does")
+      ("plan-tokens", po::value<int64_t>()->default_value(2048), "with --plan: tokens per sequence (prompt, image "
+                                                                 "tokens and completion)")
+      ("plan-completion-tokens", po::value<int64_t>()->default_value(512), "with --plan: completion tokens per sequence")
+      ("plan-image-pixels", po::value<int64_t>()->default_value(448 * 448), "with --plan: image pixels per sequence "
+                                                                            "(0: text only)");
+}
+
+std::string memory_plan_for_options(const boost::program_options::variables_map& vm, const std::string& model_path,
+                                    const TrainingSetup& setup, int64_t examples_per_micro_batch,
+                                    int64_t rows_per_example) {
+  const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(model_path) / "config.json").string());
+  MicroBatchShape shape;
+  shape.rows = rows_per_example * examples_per_micro_batch;
+  shape.tokens = vm["plan-tokens"].as<int64_t>();
+  shape.completion_tokens = vm["plan-completion-tokens"].as<int64_t>();
+  const int64_t pixels = vm["plan-image-pixels"].as<int64_t>();
+  if (shape.tokens < 2) throw InputError("--plan-tokens", "must be >= 2");
+  if (shape.completion_tokens < 1 || shape.completion_tokens >= shape.tokens)
+    throw InputError("--plan-completion-tokens", "must be >= 1 and less than --plan-tokens");
+  if (pixels < 0) throw InputError("--plan-image-pixels", "must be >= 0");
+  shape.image_patches = pixels / (config.vision.patch_size * config.vision.patch_size);
+  const MemoryPlan plan = plan_training_memory(config, setup, shape);
+  int64_t budget = 0, largest = 0;
+  if (vm.count("plan-gpu-memory")) {
+    budget = parse_memory_size(vm["plan-gpu-memory"].as<std::string>(), "--plan-gpu-memory");
+    largest = largest_fitting_batch(config, setup, shape, budget, rows_per_example);
+  }
+  return model_path + "\n" + format_memory_plan(plan, shape, budget, largest);
 }
 
 }  // namespace vlreward::qwen

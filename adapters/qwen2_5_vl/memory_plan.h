@@ -17,6 +17,11 @@
 #include "adapters/hf/qwen2_5_vl_config.h"
 #include "adapters/qwen2_5_vl/pretrained_config.h"
 
+namespace boost::program_options {
+class options_description;
+class variables_map;
+}  // namespace boost::program_options
+
 namespace vlreward::qwen {
 
 struct TrainingSetup {
@@ -27,6 +32,7 @@ struct TrainingSetup {
   bool reference_copy = false;  // a second, frozen model in memory
   CheckpointingRules checkpointing;
   int64_t logprob_chunk = 1024;
+  bool lm_head_logits = true;   // MPO's log-probs; a reward model reads one hidden state through its value head
 };
 
 // One micro-batch: `rows` sequences of `tokens` tokens, each with `image_patches` vision patches (14×14 pixels
@@ -63,9 +69,10 @@ struct MemoryPlan {
 };
 MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSetup& setup, const MicroBatchShape& shape);
 
-// The largest number of pairs per micro-batch (rows = 2 × pairs) whose plan fits in `budget_bytes`; 0 if none does.
-int64_t largest_fitting_pairs(const Qwen2_5_VLConfig& config, const TrainingSetup& setup, MicroBatchShape shape,
-                              int64_t budget_bytes);
+// The largest number of examples per micro-batch (rows = rows_per_example × examples: 2 for preference pairs, 1 for
+// SFT answers) whose plan fits in `budget_bytes`; 0 if none does.
+int64_t largest_fitting_batch(const Qwen2_5_VLConfig& config, const TrainingSetup& setup, MicroBatchShape shape,
+                              int64_t budget_bytes, int64_t rows_per_example = 2);
 
 // "80GiB", "80 GB", "512MiB", "1e9" (bytes) as bytes; InputError naming `source` otherwise.
 int64_t parse_memory_size(const std::string& text, const std::string& source);
@@ -73,5 +80,14 @@ int64_t parse_memory_size(const std::string& text, const std::string& source);
 // A readable table of the plan (GiB), and the fit against `budget_bytes` when > 0.
 std::string format_memory_plan(const MemoryPlan& plan, const MicroBatchShape& shape, int64_t budget_bytes,
                                int64_t largest_pairs);
+
+// The trainers' command-line side: --plan, --plan-gpu-memory, --plan-tokens, --plan-completion-tokens,
+// --plan-image-pixels; and the plan those options ask for, as text, for the checkpoint at `model_path` trained with
+// `setup` at `examples_per_micro_batch` examples of `rows_per_example` rows. InputError naming the option for a bad
+// value.
+void add_memory_plan_options(boost::program_options::options_description& options);
+std::string memory_plan_for_options(const boost::program_options::variables_map& options, const std::string& model_path,
+                                    const TrainingSetup& setup, int64_t examples_per_micro_batch,
+                                    int64_t rows_per_example);
 
 }  // namespace vlreward::qwen
