@@ -58,12 +58,12 @@ CompletionLogps completion_logps(const torch::Tensor& logits, const torch::Tenso
 // whole batch: only the positions that predict a completion token go through lm_head + log-softmax + gather, at
 // most `chunk_rows` of them at a time, and the backward pass recomputes each chunk's logits instead of keeping them.
 // At no point does more than one [chunk_rows, V] block of float32 logits exist (a 7B model's 152064-entry vocabulary
-// at 4k positions would otherwise take 2.5 GB per row of the batch). Logits are computed in the hidden states' dtype
+// at 4k positions would otherwise take 2.5 GB per row of the batch; 256 rows are 150 MB). Logits are computed in the hidden states' dtype
 // (the autocast dtype under CUDA bf16 autocast) and normalised in float32, as completion_logps does with
 // model->forward()'s logits. Throws std::invalid_argument on bad shapes or a completion id >= V.
 CompletionLogps chunked_completion_logps(const torch::Tensor& hidden, const torch::Tensor& lm_head_weight,
                                          const torch::Tensor& input_ids, const torch::Tensor& completion_mask,
-                                         int64_t chunk_rows = 1024);
+                                         int64_t chunk_rows = 256);
 
 struct PairLogps {
   torch::Tensor chosen;    // [B]

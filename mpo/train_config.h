@@ -73,7 +73,7 @@ struct TrainConfig {
     uint64_t seed = 42;
     int64_t num_threads = 0;  // 0 = LibTorch's default
     qwen::CheckpointingRules gradient_checkpointing;  // recompute activations in the backward pass
-    int64_t logprob_chunk_size = 1024;  // positions per lm_head + log-softmax chunk (chunked_completion_logps)
+    int64_t logprob_chunk_size = 256;  // positions per lm_head + log-softmax chunk (chunked_completion_logps)
   } train;
   // Low-rank adapters instead of full fine-tuning: the base is frozen whole (freeze: does not apply) and the
   // reference, when the loss uses one, is the base model itself with the adapters disabled (no second copy).

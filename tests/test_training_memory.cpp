@@ -259,3 +259,33 @@ TEST(MemoryPlan, SizesAndCheckpointing) {
   EXPECT_GE(qwen::largest_fitting_batch(seven_b, setup, shape, int64_t{80} << 30), 2);
   EXPECT_EQ(qwen::largest_fitting_batch(seven_b, setup, shape, int64_t{8} << 30), 0);  // the weights alone are 15 GiB
 }
+
+TEST(LoraLayers, SharedAdapterInputGivesTheLayersOwnResult) {
+  // Over a bf16 base the adapters (float32) read a float32 copy of the input; layers reading one input share it.
+  torch::manual_seed(5);
+  qwen::Linear layer(16, 8, true, torch::TensorOptions().dtype(torch::kBFloat16));
+  {
+    torch::NoGradGuard no_grad;
+    layer->weight.normal_(0, 0.1);
+    layer->bias.normal_(0, 0.1);
+  }
+  auto enabled = std::make_shared<bool>(true);
+  auto branch = std::make_shared<qwen::LoraBranch>();
+  branch->A = torch::randn({4, 16});
+  branch->B = torch::randn({8, 4});
+  branch->scaling = 2.0;
+  branch->enabled = enabled;
+  layer->lora = branch;
+  const auto x = torch::randn({3, 16}).to(torch::kBFloat16);
+  const auto shared = qwen::lora_input(x, {layer.get()});
+  ASSERT_EQ(shared.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(layer->forward(x, shared), layer->forward(x)));
+  // PEFT's formula: (W x + b) + scaling · B(A(x)) in float32, cast back to the layer's dtype.
+  const auto want = (at::linear(x, layer->weight, layer->bias) +
+                     at::linear(at::linear(x.to(torch::kFloat32), branch->A), branch->B) * 2.0)
+                        .to(torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(layer->forward(x), want));
+  *enabled = false;
+  EXPECT_FALSE(qwen::lora_input(x, {layer.get()}).defined());
+  EXPECT_TRUE(torch::equal(layer->forward(x), at::linear(x, layer->weight, layer->bias)));
+}

@@ -11,10 +11,19 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const { return forward(x, torch::Tensor()); }
+
+torch::Tensor lora_input(const torch::Tensor& x, std::initializer_list<const LinearImpl*> layers) {
+  for (const LinearImpl* layer : layers)
+    if (layer->lora && *layer->lora->enabled) return x.to(layer->lora->A.scalar_type());
+  return {};
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x, const torch::Tensor& lora_input) const {
   auto out = base_forward(x);
   if (!lora || !*lora->enabled) return out;
-  auto h = x.to(lora->A.scalar_type());
+  auto h = lora_input.defined() && lora_input.scalar_type() == lora->A.scalar_type() ? lora_input
+                                                                                    : x.to(lora->A.scalar_type());
   if (lora->dropout > 0 && is_training()) h = torch::dropout(h, lora->dropout, /*train=*/true);
   return (out + at::linear(at::linear(h, lora->A), lora->B) * lora->scaling).to(out.scalar_type());
 }
@@ -47,7 +56,8 @@ GatedMLPImpl::GatedMLPImpl(int64_t hidden, int64_t intermediate, bool with_bias,
 }
 
 torch::Tensor GatedMLPImpl::forward(const torch::Tensor& x) const {
-  return down_proj->forward(torch::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  const auto shared = lora_input(x, {gate_proj.get(), up_proj.get()});
+  return down_proj->forward(torch::silu(gate_proj->forward(x, shared)) * up_proj->forward(x, shared));
 }
 
 torch::Tensor rotate_half(const torch::Tensor& x) {

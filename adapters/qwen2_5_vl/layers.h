@@ -3,6 +3,7 @@
 // TensorOptions, so the same code builds a CPU/CUDA model or a shapes-only model on the meta device.
 // Forward math mirrors transformers op for op (at::linear, fp32 RMSNorm statistics) for bit-level parity.
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <torch/torch.h>
 
@@ -24,6 +25,9 @@ class LinearImpl : public torch::nn::Module {
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, const torch::TensorOptions& options);
   // One row (a decode step at batch 1) goes through gemv: BLAS gemm would repack the whole weight per call.
   torch::Tensor forward(const torch::Tensor& x) const;
+  // The same, the adapter reading `lora_input` (x already in the adapter's dtype, from lora_input()) so layers that
+  // read one input share one converted copy (and autograd keeps one) instead of each converting its own.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lora_input) const;
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined when the layer has none
@@ -34,6 +38,10 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor base_forward(const torch::Tensor& x) const;
 };
 TORCH_MODULE(Linear);
+
+// x in the adapter dtype of the first of `layers` with an enabled adapter (undefined when none has one): the input
+// q/k/v (or gate/up) share.
+torch::Tensor lora_input(const torch::Tensor& x, std::initializer_list<const LinearImpl*> layers);
 
 // Qwen2RMSNorm: statistics in fp32, the weight multiplies the value cast back to the input dtype.
 class RMSNormImpl : public torch::nn::Module {

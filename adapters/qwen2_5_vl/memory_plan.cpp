@@ -34,13 +34,27 @@ std::vector<LinearShape> vision_linears(const Qwen2_5_VLVisionConfig& v) {
   return {{"qkv", h, 3 * h}, {"proj", h, h}, {"gate_proj", h, i}, {"up_proj", h, i}, {"down_proj", i, h}};
 }
 
-// Bytes one token keeps per adapted layer of a LoRA branch: the float32 input copy (over a non-float32 base; over a
-// float32 base the input is the layer's own, counted once per distinct input) and the rank-r intermediate.
+// Bytes one token keeps for the LoRA branches of one layer: each adapted layer's rank-r intermediate, and over a
+// non-float32 base one float32 copy per distinct input (q/k/v share one, gate/up share one: lora_input()); over a
+// float32 base the inputs are the layers' own.
 int64_t lora_activation_bytes(const std::vector<LinearShape>& layers, const std::vector<std::string>& targets, int64_t r,
                               int64_t a) {
   int64_t bytes = 0;
-  for (const auto& l : layers)
-    if (has(targets, l.name)) bytes += (a < 4 ? 4 * l.in : 0) + 4 * r;
+  std::vector<std::string> inputs;  // one name per shared input
+  auto input_of = [](const std::string& name) -> std::string {
+    if (name == "q_proj" || name == "k_proj" || name == "v_proj") return "attention";
+    if (name == "gate_proj" || name == "up_proj") return "mlp";
+    return name;
+  };
+  for (const auto& l : layers) {
+    if (!has(targets, l.name)) continue;
+    bytes += 4 * r;
+    const std::string input = input_of(l.name);
+    if (a < 4 && std::find(inputs.begin(), inputs.end(), input) == inputs.end()) {
+      inputs.push_back(input);
+      bytes += 4 * l.in;
+    }
+  }
   return bytes;
 }
 

@@ -31,7 +31,7 @@ struct TrainingSetup {
   FreezeRules freeze;           // full fine-tuning: which groups train
   bool reference_copy = false;  // a second, frozen model in memory
   CheckpointingRules checkpointing;
-  int64_t logprob_chunk = 1024;
+  int64_t logprob_chunk = 256;
   bool lm_head_logits = true;   // MPO's log-probs; a reward model reads one hidden state through its value head
 };
 

@@ -18,9 +18,10 @@ TextAttentionImpl::TextAttentionImpl(const Qwen2_5_VLTextConfig& c, const torch:
 torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,
                                          KVCache* cache, size_t layer) const {
   const int64_t B = x.size(0), q_len = x.size(1);
-  auto q = q_proj->forward(x).view({B, q_len, -1, head_dim}).transpose(1, 2);
-  auto k = k_proj->forward(x).view({B, q_len, -1, head_dim}).transpose(1, 2);
-  auto v = v_proj->forward(x).view({B, q_len, -1, head_dim}).transpose(1, 2);
+  const auto shared = lora_input(x, {q_proj.get(), k_proj.get(), v_proj.get()});
+  auto q = q_proj->forward(x, shared).view({B, q_len, -1, head_dim}).transpose(1, 2);
+  auto k = k_proj->forward(x, shared).view({B, q_len, -1, head_dim}).transpose(1, 2);
+  auto v = v_proj->forward(x, shared).view({B, q_len, -1, head_dim}).transpose(1, 2);
   q = q * rope.cos + rotate_half(q) * rope.sin;
   k = k * rope.cos + rotate_half(k) * rope.sin;
   if (cache != nullptr) {
