@@ -397,3 +397,24 @@ TEST(ReferenceCache, FullFineTuningReleasesTheReferenceModel) {
   bad["reference"] = {{"precompute", true}, {"source", "precomputed"}};
   EXPECT_THROW(TrainConfig::from_json(bad, "c.yaml"), std::exception);
 }
+
+TEST(LoraMpo, GradientCheckpointingGivesTheSameThreeSteps) {
+  auto run = [&](bool checkpointing) {
+    TempDir out;
+    json c = lora_config(out.str());
+    c["train"]["max_steps"] = 3;
+    c["train"]["gradient_checkpointing"] = checkpointing;
+    std::unique_ptr<MpoTrainer> trainer;
+    const auto steps = train(TrainConfig::from_json(c, "lora.yaml"), &trainer);
+    std::vector<torch::Tensor> adapters;
+    for (const auto& [name, t] : trainer->trainable_parameters()) adapters.push_back(t.detach().clone());
+    return std::make_pair(steps, adapters);
+  };
+  const auto [plain_steps, plain] = run(false);
+  const auto [checkpointed_steps, checkpointed] = run(true);
+  ASSERT_EQ(plain_steps.size(), 3u);
+  for (size_t s = 0; s < 3; ++s)
+    for (const char* metric : {"loss", "grad_norm"})
+      EXPECT_EQ(plain_steps[s].values.at(metric), checkpointed_steps[s].values.at(metric)) << metric << " step " << s;
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << i;
+}

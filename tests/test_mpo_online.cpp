@@ -20,6 +20,8 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
+#include "adapters/hf/safetensors.h"
+#include "adapters/hf/safetensors_torch.h"
 #include "fake_reward_backend.h"
 #include "tests/test_support.h"
 #include "mpo/checkpoint.h"
@@ -541,4 +543,30 @@ TEST(OnlineConfig, ParsesAndRejectsWithKeyPaths) {
   EXPECT_NE(error_of([&] { load_train_config(offline); }).find("reward: is required with online"), std::string::npos);
   write_text(offline, "model: {path: m}\noutput: {dir: o}\nonline: {rounds: 2}\nreward: {type: exact_match}\n");
   EXPECT_NE(error_of([&] { load_train_config(offline); }).find("online.prompts: is required"), std::string::npos);
+}
+
+TEST(OnlineMpo, LoraRoundsSampleFromTheAdaptedPolicyAndExportTheMergedOne) {
+  TempDir dir;
+  const std::string config_path = write_online_config(dir);
+  std::ofstream(config_path, std::ios::app) << "lora:\n  r: 4\n  alpha: 8\n  vision_target_modules: [qkv]\n";
+  test_support::FakeBackend reward;
+  const auto result = run_online(load_train_config(config_path), std::nullopt, &reward);
+  EXPECT_EQ(result.rounds_trained, 2);
+  // Checkpoints hold the adapters only; the final model is the merged one, with its adapters beside it.
+  const auto checkpoints = list_checkpoints(dir / "run");
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_TRUE(fs::exists(checkpoints.back().second + "/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(checkpoints.back().second + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "run/final_model/adapter/adapter_config.json"));
+  // Round 1 sampled from the policy round 0 trained (its adapters moved): other responses than round 0.
+  EXPECT_NE(read_file(dir / "run/round-0/pairs.jsonl"), read_file(dir / "run/round-1/pairs.jsonl"));
+  // The merged model differs from the base only in the adapted layers.
+  const auto merged = SafetensorsCheckpoint::open(dir / "run/final_model");
+  const auto base = SafetensorsCheckpoint::open(kTinyModel);
+  for (const std::string name : {"model.layers.0.self_attn.q_proj.weight", "visual.blocks.0.attn.qkv.weight"})
+    EXPECT_FALSE(torch::equal(to_tensor(merged.get(name)).to(torch::kFloat32),
+                              to_tensor(base.get(name)).to(torch::kFloat32)))
+        << name;
+  EXPECT_TRUE(torch::equal(to_tensor(merged.get("model.layers.0.input_layernorm.weight")).to(torch::kFloat32),
+                           to_tensor(base.get("model.layers.0.input_layernorm.weight")).to(torch::kFloat32)));
 }
