@@ -7,7 +7,8 @@
 //
 // hidden [1, positions, hidden] (requires grad) and lm_head [vocab, hidden] in bf16, as a LoRA run's frozen head;
 // the last `completion` fraction of the positions are completion tokens. Prints one JSON line: the seconds of
-// forward + backward, the resident set before the computation and the peak (VmHWM), in MiB.
+// forward + backward, the resident set before the computation and its peak (VmHWM, reset once the inputs exist), in
+// MiB.
 #include <cstdint>
 
 #include <chrono>
@@ -48,11 +49,12 @@ int bench_logprobs(int argc, char** argv) {
   if (mode != "whole" && mode != "chunked") throw InputError("--mode", "must be whole or chunked");
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  const auto weight = (torch::randn({vocab, hidden_size}) * 0.02).to(torch::kBFloat16);
-  const auto hidden = torch::randn({1, positions, hidden_size}).to(torch::kBFloat16).requires_grad_();
+  const auto weight = torch::randn({vocab, hidden_size}, torch::kBFloat16).mul_(0.02);
+  const auto hidden = torch::randn({1, positions, hidden_size}, torch::kBFloat16).requires_grad_();
   const auto ids = torch::randint(0, vocab, {1, positions}, torch::kInt64);
   auto mask = torch::zeros({1, positions}, torch::kInt64);
   mask.slice(1, positions - static_cast<int64_t>(completion * static_cast<double>(positions))).fill_(1);
+  reset_peak_rss();  // the peak of the computation, not of making its inputs
   const double rss_before = current_rss_mib();
   const auto start = Clock::now();
   const auto lp = mode == "whole" ? mpo::completion_logps(at::linear(hidden, weight), ids, mask)

@@ -5,8 +5,8 @@ log-probs, its whole-batch path, and TRL 0.28's (the model's full logits, then t
 
     .venv-ref/bin/python bench/bench_logprobs.py --binary build/bench/bench_logprobs [--positions 4096] [--threads 2]
 
-"peak above start" = the process's peak resident set minus its resident set once the inputs exist: what the
-log-probs themselves add.
+"peak above start" = the process's peak resident set during the computation (VmHWM reset once the inputs exist)
+minus its resident set then: what the log-probs themselves add.
 """
 import argparse
 import json
@@ -24,9 +24,10 @@ def trl_worker(positions: int, hidden_size: int, vocab: int, threads: int) -> No
     from trl.trainer.utils import selective_log_softmax
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    weight = (torch.randn(vocab, hidden_size) * 0.02).to(torch.bfloat16)
-    hidden = torch.randn(1, positions, hidden_size).to(torch.bfloat16).requires_grad_()
+    weight = torch.randn(vocab, hidden_size, dtype=torch.bfloat16).mul_(0.02)
+    hidden = torch.randn(1, positions, hidden_size, dtype=torch.bfloat16).requires_grad_()
     ids = torch.randint(0, vocab, (1, positions))
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # the peak of the computation, not of making its inputs
     before = rss_mib()
     start = time.perf_counter()
     logits = torch.nn.functional.linear(hidden, weight)  # the model's logits at every position

@@ -32,6 +32,10 @@ inline double peak_rss_mib() {
   return -1;
 }
 
+// Resets VmHWM to the current resident set (Linux's clear_refs "5"), so a later peak_rss_mib() is the peak of what
+// ran since.
+inline void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
 inline double current_rss_mib() {
   std::ifstream statm("/proc/self/statm");
   long pages = 0, resident = 0;

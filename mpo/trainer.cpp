@@ -16,6 +16,8 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/hf/safetensors.h"
+#include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/common/train_log.h"
 #include "adapters/qwen2_5_vl/optimizer.h"
@@ -40,6 +42,7 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
 constexpr const char* kAdapterDir = "adapter";  // of an exported LoRA policy
+constexpr const char* kMasterWeightsFile = "master_weights.safetensors";  // bf16 runs: AdamW's float32 masters
 
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
 std::string progress_status(const std::map<std::string, double>& metrics) {
@@ -285,8 +288,9 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
   }
   policy_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   const auto& t = config_.train;
-  optimizer_ =
-      qwen::make_adamw(trainable_, {t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
+  masters_ = std::make_unique<qwen::MasterWeights>(trainable_);
+  optimizer_ = qwen::make_adamw(masters_->masters(),
+                                {t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
 }
 
 MpoTrainer::~MpoTrainer() = default;
@@ -362,7 +366,7 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   }
   const double lr = config_.train.learning_rate * cosine_schedule_factor(state_.global_step - state_.round_start_step,
                                                                          state_.warmup_steps, state_.total_steps);
-  const double grad_norm = qwen::clip_and_step(*optimizer_, trainable_, config_.train.max_grad_norm, lr);
+  const double grad_norm = masters_->step(*optimizer_, config_.train.max_grad_norm, lr);
   ++state_.global_step;
 
   StepMetrics out;
@@ -554,7 +558,8 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   fs::create_directories(temp);
   if (adapters_) adapters_->save(temp.string(), config_.model.path);
   else export_policy(temp.string());
-  save_adamw_state(*optimizer_, trainable_, (temp / kOptimizerFile).string());
+  save_adamw_state(*optimizer_, masters_->masters(), (temp / kOptimizerFile).string());
+  if (masters_->active()) write_safetensors((temp / kMasterWeightsFile).string(), masters_->masters());
   save_torch_rng_state((temp / kRngFile).string());
   running_.save((temp / kRunningMomentsFile).string());
   if (data_rng_state_.empty())  // saved before the first step: the state the first epoch's shuffle leaves
@@ -609,7 +614,20 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
     const auto model_config = Qwen2_5_VLConfig::load((dir / "config.json").string());
     qwen::load_checkpoint(*policy_, checkpoint_dir, model_config.text.tie_word_embeddings);
   }
-  load_adamw_state(*optimizer_, trainable_, (dir / kOptimizerFile).string());
+  if (masters_->active()) {
+    // The float32 masters the run stepped (the checkpoint's bf16 weights are them rounded).
+    const std::string path = (dir / kMasterWeightsFile).string();
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, master] : masters_->masters()) {
+      const TensorView& view = file.get(name);
+      if (view.shape != master.sizes().vec() || view.dtype != DType::F32)
+        throw InputError(path, fmt::format("{}: not a float32 tensor of the parameter's shape", name));
+      master.copy_(to_tensor(view));
+    }
+    masters_->masters_to_parameters();
+  }
+  load_adamw_state(*optimizer_, masters_->masters(), (dir / kOptimizerFile).string());
   load_torch_rng_state((dir / kRngFile).string());
   running_ = RunningMoments::load((dir / kRunningMomentsFile).string());
   state_.global_step = state_field<int64_t>(state, "global_step", state_path);

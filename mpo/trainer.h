@@ -45,6 +45,7 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/optimizer.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
 #include "mpo/data_fingerprint.h"
 #include "reward/preference_data.h"
@@ -149,6 +150,8 @@ class MpoTrainer {
   const TrainConfig& config() const { return config_; }
   // Trainable parameters in named_parameters() order.
   const std::vector<std::pair<std::string, torch::Tensor>>& trainable_parameters() const { return trainable_; }
+  // What AdamW steps: float32 master copies of bf16 trainable parameters, else those parameters themselves.
+  const qwen::MasterWeights& master_weights() const { return *masters_; }
   void set_total_steps(int64_t total_steps);
   int64_t steps_per_epoch(int64_t num_examples) const;
 
@@ -172,6 +175,7 @@ class MpoTrainer {
   std::optional<qwen::LoraAdapters> adapters_;
   std::unordered_map<const PreferenceRecord*, std::pair<double, double>> precomputed_reference_;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
+  std::unique_ptr<qwen::MasterWeights> masters_;  // float32 copies of bf16 trainable parameters
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunningMoments running_;
   TrainState state_;

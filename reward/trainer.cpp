@@ -186,6 +186,7 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
   model_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   trainable_.emplace_back(kWeightName, head_->weight);
   trainable_.emplace_back(kBiasName, head_->bias);
+  masters_ = std::make_unique<qwen::MasterWeights>(trainable_);
 }
 
 RewardTrainer::~RewardTrainer() = default;
@@ -211,8 +212,10 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
   step_ = 0;
   total_steps_ = total_steps;
   warmup_steps_ = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * warmup_ratio));
-  optimizer_ =
-      qwen::make_adamw(trainable_, {learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
+  // Each stage starts from the weights as exported (a rerun that skipped the earlier stages starts from those too).
+  masters_->reset_from_parameters();
+  optimizer_ = qwen::make_adamw(masters_->masters(),
+                                {learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
 }
 
 RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
@@ -237,7 +240,7 @@ RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<co
     pairs += static_cast<int64_t>(batch.size());
   }
   const double lr = learning_rate_ * cosine_schedule_factor(step_, warmup_steps_, total_steps_);
-  const double grad_norm = qwen::clip_and_step(*optimizer_, trainable_, config_.train.max_grad_norm, lr);
+  const double grad_norm = masters_->step(*optimizer_, config_.train.max_grad_norm, lr);
   ++step_;
 
   RewardStepMetrics out;

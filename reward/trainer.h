@@ -47,6 +47,7 @@
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
+#include "adapters/qwen2_5_vl/optimizer.h"
 #include "reward/preference_data.h"
 #include "adapters/qwen2_5_vl/training_rules.h"
 #include "reward/model_inputs.h"
@@ -132,6 +133,7 @@ class RewardTrainer {
   qwen::Qwen2_5_VLModel model_{nullptr};
   ValueHead head_{nullptr};
   std::optional<qwen::LoraAdapters> adapters_;  // lora: in the config
+  std::unique_ptr<qwen::MasterWeights> masters_;  // float32 copies of bf16 trainable parameters
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   double learning_rate_ = 0;

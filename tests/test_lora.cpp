@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <set>
 #include <string>
@@ -417,4 +418,53 @@ TEST(LoraMpo, GradientCheckpointingGivesTheSameThreeSteps) {
     for (const char* metric : {"loss", "grad_norm"})
       EXPECT_EQ(plain_steps[s].values.at(metric), checkpointed_steps[s].values.at(metric)) << metric << " step " << s;
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << i;
+}
+
+// model.dtype bfloat16 without LoRA: AdamW steps float32 master copies and the bf16 parameters follow them.
+TEST(MixedPrecision, Bf16FullFineTuningStepsFloat32MastersAndResumesExactly) {
+  TempDir out;
+  json c = lora_config(out.str());
+  c.erase("lora");
+  c["model"]["dtype"] = "bfloat16";
+  c["train"]["max_steps"] = 2;
+  c["train"]["learning_rate"] = 1e-6;  // updates far below bf16's spacing: they must accumulate in the masters
+  c["output"]["save_steps"] = 1;
+  const auto config = TrainConfig::from_json(c, "bf16.yaml");
+  std::unique_ptr<MpoTrainer> trainer;
+  MpoModels models = load_mpo_models(config);
+  std::map<std::string, torch::Tensor> initial;
+  for (const auto& p : models.policy->named_parameters()) initial[p.key()] = p.value().to(torch::kFloat32).clone();
+  trainer = std::make_unique<MpoTrainer>(config, std::move(models));
+  const auto& masters = trainer->master_weights();
+  ASSERT_TRUE(masters.active());
+  const auto data = read_preference_jsonl(kPairs);
+  const auto fingerprint = fingerprint_file(kPairs, static_cast<int64_t>(data.size()));
+  trainer->train(data, fingerprint);
+  int64_t moved_masters = 0, moved_parameters = 0;
+  for (size_t i = 0; i < masters.masters().size(); ++i) {
+    const auto& [name, master] = masters.masters()[i];
+    const auto& parameter = trainer->trainable_parameters()[i].second;
+    ASSERT_EQ(master.scalar_type(), torch::kFloat32) << name;
+    ASSERT_EQ(parameter.scalar_type(), torch::kBFloat16) << name;
+    EXPECT_TRUE(torch::equal(parameter, master.to(torch::kBFloat16))) << name;  // parameters = masters rounded
+    moved_masters += (master != initial.at(name)).sum().item<int64_t>();
+    moved_parameters += (parameter.to(torch::kFloat32) != initial.at(name)).sum().item<int64_t>();
+  }
+  std::printf("[mixed precision] lr 1e-6, 2 steps: %lld master elements moved, %lld bf16 parameter elements\n",
+              static_cast<long long>(moved_masters), static_cast<long long>(moved_parameters));
+  EXPECT_GT(moved_masters, 10 * std::max<int64_t>(moved_parameters, 1));  // pure bf16 AdamW would lose these updates
+  EXPECT_TRUE(fs::exists(out / "checkpoint-1/master_weights.safetensors"));
+
+  // Resuming step 1's checkpoint ends with the uninterrupted run's masters, bit for bit.
+  TempDir again;
+  fs::copy(out / "checkpoint-1", again / "checkpoint-1", fs::copy_options::recursive);
+  json k = c;
+  k["output"]["dir"] = again.str();
+  const auto resumed_config = TrainConfig::from_json(k, "bf16.yaml");
+  MpoTrainer resumed(resumed_config, load_mpo_models(resumed_config));
+  resumed.resume(again / "checkpoint-1", fingerprint);
+  resumed.train(data, fingerprint);
+  for (size_t i = 0; i < masters.masters().size(); ++i)
+    EXPECT_TRUE(torch::equal(resumed.master_weights().masters()[i].second, masters.masters()[i].second))
+        << masters.masters()[i].first;
 }

@@ -55,4 +55,47 @@ double clip_and_step(torch::optim::AdamW& optimizer, const NamedParameters& trai
   return grad_norm;
 }
 
+MasterWeights::MasterWeights(const NamedParameters& trainable) : parameters_(trainable) {
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, p] : trainable) {
+    if (p.scalar_type() == torch::kFloat32) {
+      masters_.emplace_back(name, p);
+      continue;
+    }
+    active_ = true;
+    masters_.emplace_back(name, p.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true));
+  }
+}
+
+void MasterWeights::gradients_to_masters() {
+  if (!active_) return;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const torch::Tensor& p = parameters_[i].second;
+    torch::Tensor m = masters_[i].second;
+    if (p.is_same(m)) continue;
+    m.mutable_grad() = p.grad().defined() ? p.grad().to(torch::kFloat32) : torch::Tensor();
+  }
+}
+
+void MasterWeights::masters_to_parameters() {
+  if (!active_) return;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i)
+    if (!parameters_[i].second.is_same(masters_[i].second)) parameters_[i].second.copy_(masters_[i].second);
+}
+
+void MasterWeights::reset_from_parameters() {
+  if (!active_) return;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i)
+    if (!parameters_[i].second.is_same(masters_[i].second)) masters_[i].second.copy_(parameters_[i].second);
+}
+
+double MasterWeights::step(torch::optim::AdamW& optimizer, double max_grad_norm, double lr) {
+  gradients_to_masters();
+  const double grad_norm = clip_and_step(optimizer, masters_, max_grad_norm, lr);
+  masters_to_parameters();
+  return grad_norm;
+}
+
 }  // namespace vlreward::qwen

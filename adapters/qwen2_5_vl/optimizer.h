@@ -34,6 +34,31 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(const NamedParameters& trainable
 // the uninterrupted one. LibTorch's zero_grad() would zero them and keep updating.
 void clear_gradients(const NamedParameters& trainable);
 
+// Mixed precision for parameters kept in bf16 (or fp16): float32 master copies that AdamW steps (its moments are then
+// float32 too) and from which the parameters are refreshed after each step, as transformers' and DeepSpeed's bf16
+// training keep them; an update smaller than the parameter's bf16 spacing accumulates instead of rounding away.
+// bf16 has float32's exponent range, so no loss scaling is needed. For float32 parameters (and LoRA adapters) there
+// is nothing to do: masters() are the parameters themselves.
+class MasterWeights {
+ public:
+  explicit MasterWeights(const NamedParameters& trainable);
+  bool active() const { return active_; }  // some parameter is not float32
+  const NamedParameters& masters() const { return masters_; }  // what the optimizer steps (the parameters' names)
+  // master.grad = the parameter's gradient in float32 (none where the parameter has none).
+  void gradients_to_masters();
+  // Parameters = masters rounded to their dtype.
+  void masters_to_parameters();
+  // Masters = the parameters (a stage's start, a resume without saved masters).
+  void reset_from_parameters();
+  // One optimizer step through the masters: gradients to the masters, clip_and_step on them, parameters refreshed.
+  // Returns the gradient norm before clipping.
+  double step(torch::optim::AdamW& optimizer, double max_grad_norm, double lr);
+
+ private:
+  NamedParameters parameters_, masters_;
+  bool active_ = false;
+};
+
 // Clips the gradients' global L2 norm to max_grad_norm (<= 0: no clipping), sets every group's learning rate to
 // `lr` and steps. Returns the norm before clipping.
 double clip_and_step(torch::optim::AdamW& optimizer, const NamedParameters& trainable, double max_grad_norm,
