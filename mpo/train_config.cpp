@@ -38,16 +38,10 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     reference.fail("precompute", "applies to offline data (online pairs are new every round)");
   reference.finish();
 
-  if (root.raw("lora") != nullptr) {
-    Section lora = root.section("lora");
-    c.lora = qwen::read_lora_section(lora);
-    if (root.raw("freeze") != nullptr)
-      throw ConfigError(source, "freeze: does not apply with lora (the base model is frozen whole; choose the adapted "
-                                "layers with lora.target_modules and lora.vision_target_modules)");
-    if (!c.reference.path.empty())
-      throw ConfigError(source, "reference.path: with lora the reference is the base model (model.path) with the "
-                                "adapters disabled; remove reference.path");
-  }
+  c.lora = qwen::read_optional_lora(root);
+  if (c.lora && !c.reference.path.empty())
+    throw ConfigError(source, "reference.path: with lora the reference is the base model (model.path) with the "
+                              "adapters disabled; remove reference.path");
   Section freeze = root.section("freeze");
   c.freeze = qwen::read_freeze_section(freeze, c.freeze);
   if (c.freeze.vision_tower && c.freeze.merger && c.freeze.llm)

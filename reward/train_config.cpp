@@ -65,13 +65,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   c.value_head.seed = static_cast<uint64_t>(head_seed);
   head.finish();
 
-  if (root.raw("lora") != nullptr) {
-    Section lora = root.section("lora");
-    c.lora = qwen::read_lora_section(lora);
-    if (root.raw("freeze") != nullptr)
-      throw ConfigError(source, "freeze: does not apply with lora (the backbone is frozen whole; choose the adapted "
-                                "layers with lora.target_modules and lora.vision_target_modules)");
-  }
+  c.lora = qwen::read_optional_lora(root);
   Section freeze = root.section("freeze");
   c.freeze = qwen::read_freeze_section(freeze, c.freeze);
 

@@ -11,6 +11,7 @@
 #include "adapters/common/atomic_file.h"
 #include "adapters/common/error.h"
 #include "adapters/common/json_text.h"
+#include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/weights.h"
 
@@ -122,45 +123,8 @@ LoraAdapters LoraAdapters::attach(Qwen2_5_VLModel& model, const LoraSettings& se
 
 LoraAdapters LoraAdapters::load(Qwen2_5_VLModel& model, const std::string& dir) {
   const std::string config_path = (fs::path(dir) / kConfigFile).string();
-  const json config = read_json_file(config_path);
-  if (!config.is_object()) throw InputError(config_path, "not a JSON object");
-  auto field = [&](const char* key) -> const json* {
-    auto it = config.find(key);
-    return it == config.end() || it->is_null() ? nullptr : &*it;
-  };
-  auto fail = [&](const std::string& problem) { throw InputError(config_path, problem); };
-  if (const json* type = field("peft_type"); type == nullptr || *type != "LORA")
-    fail("peft_type: expected \"LORA\"");
-  auto unsupported_if = [&](const char* key, bool present) {
-    if (present) fail(fmt::format("{}: {} is not supported by vlreward's LoRA", key, field(key)->dump()));
-  };
-  auto non_empty = [&](const char* key) {
-    const json* v = field(key);
-    return v != nullptr && !(v->is_object() && v->empty()) && !(v->is_array() && v->empty()) && *v != false;
-  };
-  unsupported_if("use_dora", non_empty("use_dora"));
-  unsupported_if("lora_bias", non_empty("lora_bias"));
-  unsupported_if("fan_in_fan_out", non_empty("fan_in_fan_out"));
-  unsupported_if("rank_pattern", non_empty("rank_pattern"));
-  unsupported_if("alpha_pattern", non_empty("alpha_pattern"));
-  unsupported_if("modules_to_save", non_empty("modules_to_save"));
-  unsupported_if("target_parameters", non_empty("target_parameters"));
-  unsupported_if("layer_replication", non_empty("layer_replication"));
-  if (const json* bias = field("bias"); bias != nullptr && *bias != "none") unsupported_if("bias", true);
-
-  LoraSettings settings;
-  settings.target_modules.clear();
+  LoraSettings settings = parse_peft_lora_config(read_file(config_path), config_path);
   settings.init_from = dir;
-  try {
-    settings.r = config.at("r").get<int64_t>();
-    settings.alpha = field("lora_alpha") ? field("lora_alpha")->get<double>() : 8.0;
-    settings.dropout = field("lora_dropout") ? field("lora_dropout")->get<double>() : 0.0;
-    settings.use_rslora = field("use_rslora") ? field("use_rslora")->get<bool>() : false;
-  } catch (const json::exception& e) {
-    fail(std::string("r, lora_alpha, lora_dropout or use_rslora missing or of the wrong type: ") + e.what());
-  }
-  if (settings.r <= 0 || !(settings.alpha > 0) || !(settings.dropout >= 0 && settings.dropout < 1))
-    fail("r and lora_alpha must be > 0 and lora_dropout in [0, 1)");
 
   const std::string weights_path = (fs::path(dir) / kWeightsFile).string();
   const SafetensorsFile file = SafetensorsFile::open(weights_path);

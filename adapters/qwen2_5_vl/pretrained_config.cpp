@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
+#include "adapters/common/error.h"
+#include "adapters/common/json_text.h"
 #include "plugin/config_reader.h"
 
 namespace vlreward::qwen {
@@ -72,6 +76,59 @@ LoraSettings read_lora_section(ConfigReader& lora) {
     lora.fail("target_modules", "no module targeted (and no vision_target_modules): nothing would train");
   lora.finish();
   return s;
+}
+
+LoraSettings parse_peft_lora_config(std::string_view json_text, const std::string& source) {
+  const nlohmann::json config = parse_json_text(json_text, source, "not valid JSON");
+  if (!config.is_object()) throw InputError(source, "not a JSON object");
+  auto field = [&](const char* key) -> const nlohmann::json* {
+    auto it = config.find(key);
+    return it == config.end() || it->is_null() ? nullptr : &*it;
+  };
+  if (const auto* type = field("peft_type"); type == nullptr || *type != "LORA")
+    throw InputError(source, "peft_type: expected \"LORA\"");
+  auto given = [&](const char* key) {
+    const auto* v = field(key);
+    return v != nullptr && !(v->is_object() && v->empty()) && !(v->is_array() && v->empty()) && *v != false;
+  };
+  for (const char* key : {"use_dora", "lora_bias", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "modules_to_save",
+                          "target_parameters", "layer_replication"})
+    if (given(key))
+      throw InputError(source, fmt::format("{}: {} is not supported by vlreward's LoRA", key,
+                                           message_excerpt(field(key)->dump(), 80)));
+  if (const auto* bias = field("bias"); bias != nullptr && *bias != "none")
+    throw InputError(source, fmt::format("bias: {} is not supported by vlreward's LoRA", message_excerpt(bias->dump(), 80)));
+  LoraSettings s;
+  s.target_modules.clear();
+  auto number = [&](const char* key, double fallback) {
+    const auto* v = field(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_number()) throw InputError(source, fmt::format("{}: must be a number", key));
+    return v->get<double>();
+  };
+  const auto* r = field("r");
+  if (r == nullptr || !r->is_number_integer() || r->get<int64_t>() <= 0)
+    throw InputError(source, "r: must be a positive integer");
+  s.r = r->get<int64_t>();
+  s.alpha = number("lora_alpha", 8.0);
+  s.dropout = number("lora_dropout", 0.0);
+  if (const auto* rs = field("use_rslora")) {
+    if (!rs->is_boolean()) throw InputError(source, "use_rslora: must be true or false");
+    s.use_rslora = rs->get<bool>();
+  }
+  if (!(s.alpha > 0) || !std::isfinite(s.alpha)) throw InputError(source, "lora_alpha: must be > 0");
+  if (!(s.dropout >= 0 && s.dropout < 1)) throw InputError(source, "lora_dropout: must be in [0, 1)");
+  return s;
+}
+
+std::optional<LoraSettings> read_optional_lora(ConfigReader& root) {
+  if (root.raw("lora") == nullptr) return std::nullopt;
+  ConfigReader lora = root.section("lora");
+  LoraSettings settings = read_lora_section(lora);
+  if (root.raw("freeze") != nullptr)
+    root.fail("freeze", "does not apply with lora (the base model is frozen whole; choose the adapted layers with "
+                        "lora.target_modules and lora.vision_target_modules)");
+  return settings;
 }
 
 nlohmann::json lora_to_json(const LoraSettings& s) {

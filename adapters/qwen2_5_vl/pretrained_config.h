@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -59,6 +60,15 @@ struct LoraSettings {
 // against the lists above, at least one target in all) and init_from; finishes the section.
 // With init_from, the other keys come from the adapter's adapter_config.json and must not be given.
 LoraSettings read_lora_section(ConfigReader& lora);
+// A PEFT adapter_config.json (PEFT's LoraConfig): r, lora_alpha, lora_dropout and use_rslora, the target lists left
+// empty (an adapter's layers are the keys of its weights file). InputError naming `source` for another PEFT type, a
+// missing or mistyped field, or a feature vlreward's LoRA does not implement (DoRA, LoRA biases, bias other than
+// "none", rank or alpha patterns, fan_in_fan_out, modules_to_save, target_parameters, layer_replication).
+LoraSettings parse_peft_lora_config(std::string_view json_text, const std::string& source);
+
+// A training config's `lora:` section, if it has one; with LoRA the base is frozen whole, so a `freeze:` section
+// beside it is an error.
+std::optional<LoraSettings> read_optional_lora(ConfigReader& root);
 // The section as read (every key), for normalised configs stored in checkpoints.
 nlohmann::json lora_to_json(const LoraSettings& settings);
 
