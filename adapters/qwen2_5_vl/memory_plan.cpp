@@ -142,7 +142,8 @@ MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSe
                   (cp.vision_blocks ? (vision_graph ? v.depth * patches * a * hv : 0) : v.depth * vision_block) +
                   outside;
   const int64_t chunk_rows = std::min(setup.logprob_chunk, shape.rows * shape.completion_tokens);
-  const int64_t logits = setup.lm_head_logits ? 3 * chunk_rows * t.vocab_size * 4 : 0;
+  // A chunk's logits in the compute dtype, their float32 copy and log-sum-exp's float32 temporary.
+  const int64_t logits = setup.lm_head_logits ? 5 * chunk_rows * t.vocab_size * 4 / 2 : 0;
   const int64_t recompute = std::max(cp.decoder_layers ? decoder_layer : 0, cp.vision_blocks ? vision_block : 0);
   p.transient = std::max(logits, recompute);
   return p;

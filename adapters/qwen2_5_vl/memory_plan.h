@@ -10,7 +10,7 @@
 // residual stream that the RMSNorms keep; a vision block the same with its own widths over image patches; LoRA adds
 // each adapted layer's float32 input (over a bf16 base) and its rank-r intermediate. A checkpointed layer keeps only
 // its input, and one layer's activations exist again during its recomputation. The log-probs keep the final hidden
-// states and one chunk of float32 logits (three [chunk, vocab] buffers during the backward pass).
+// states and one chunk of logits (2.5 float32 [chunk, vocab] buffers' worth at the peak).
 #include <cstdint>
 #include <string>
 
