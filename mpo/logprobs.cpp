@@ -123,8 +123,9 @@ using torch::autograd::variable_list;
 
 // log_softmax(h·Wᵀ)[label] per row of h, chunk by chunk; see chunked_completion_logps.
 struct ChunkedTokenLogps : public torch::autograd::Function<ChunkedTokenLogps> {
+  // w already in the compute dtype: converted once per pass, not per chunk (a 7B lm_head is 2 GB in float32).
   static torch::Tensor logits_of(const torch::Tensor& h, const torch::Tensor& w, c10::ScalarType compute) {
-    return at::linear(h.to(compute), w.to(compute)).to(torch::kFloat32);
+    return at::linear(h.to(compute), w).to(torch::kFloat32);
   }
 
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& hidden, const torch::Tensor& weight,
@@ -132,9 +133,10 @@ struct ChunkedTokenLogps : public torch::autograd::Function<ChunkedTokenLogps> {
     const int64_t n = hidden.size(0);
     auto logps = torch::empty({n}, hidden.options().dtype(torch::kFloat32));
     auto lse = torch::empty({n}, logps.options());
+    const auto w = weight.to(compute);
     for (int64_t begin = 0; begin < n; begin += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - begin);
-      const auto logits = logits_of(hidden.narrow(0, begin, rows), weight, compute);
+      const auto logits = logits_of(hidden.narrow(0, begin, rows), w, compute);
       const auto chunk_lse = torch::logsumexp(logits, 1);
       lse.narrow(0, begin, rows).copy_(chunk_lse);
       logps.narrow(0, begin, rows).copy_(logits.gather(1, labels.narrow(0, begin, rows).unsqueeze(1)).squeeze(1) - chunk_lse);
@@ -200,7 +202,9 @@ CompletionLogps chunked_completion_logps(const torch::Tensor& hidden, const torc
   out.token_mask = completion_mask.slice(1, 1).to(device).to(torch::kBool);
   const auto labels = input_ids.slice(1, 1).to(device).masked_select(out.token_mask);
   if (labels.numel() > 0) {
-    const int64_t top = labels.max().item<int64_t>(), bottom = labels.min().item<int64_t>();
+    const auto [low, high] = torch::aminmax(labels);
+    const auto bounds = torch::stack({low, high}).cpu();  // one device-to-host read
+    const int64_t bottom = bounds[0].item<int64_t>(), top = bounds[1].item<int64_t>();
     if (top >= V || bottom < 0)
       throw std::invalid_argument("chunked_completion_logps: a completion token id (" +
                                   std::to_string(top >= V ? top : bottom) + ") is outside the vocabulary of " +

@@ -253,13 +253,8 @@ json TrainConfig::to_json() const {
 }
 
 qwen::TrainingSetup TrainConfig::memory_setup() const {
-  qwen::TrainingSetup s;
-  s.parameter_bytes = model.dtype == "bfloat16" ? 2 : 4;
-  s.lora = lora.has_value();
-  if (lora) s.lora_settings = *lora;
-  s.freeze = freeze;
+  qwen::TrainingSetup s = qwen::training_setup(model, lora, freeze, train.gradient_checkpointing);
   s.reference_copy = uses_reference_model() && !reference.precompute;
-  s.checkpointing = train.gradient_checkpointing;
   s.logprob_chunk = train.logprob_chunk_size;
   return s;
 }

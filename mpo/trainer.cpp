@@ -16,7 +16,6 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
-#include "adapters/hf/safetensors.h"
 #include "adapters/hf/safetensors_torch.h"
 #include "adapters/qwen2_5_vl/batch.h"
 #include "adapters/common/train_log.h"
@@ -41,7 +40,6 @@ constexpr const char* kTrainerStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
-constexpr const char* kAdapterDir = "adapter";  // of an exported LoRA policy
 constexpr const char* kMasterWeightsFile = "master_weights.safetensors";  // bf16 runs: AdamW's float32 masters
 
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
@@ -164,13 +162,13 @@ CompletionLogps batch_logps(qwen::Qwen2_5_VLModel& model, const ConcatenatedBatc
                                   chunk_rows);
 }
 
-ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const MicroBatch& mb, bool autocast, bool need_nll,
+ModelLogps model_logps(qwen::Qwen2_5_VLModel& model, const ConcatenatedBatch& batch, bool autocast, bool need_nll,
                        SftTokens sft_tokens, int64_t chunk_rows) {
   qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
-  auto lp = batch_logps(model, mb.batch, chunk_rows);
+  auto lp = batch_logps(model, batch, chunk_rows);
   ModelLogps out;
-  out.logps = split_pairs(lp.sequence_logps, mb.batch.num_pairs);
-  if (need_nll) out.nll = sft_nll(lp, mb.batch.input.input_ids, mb.batch.num_pairs, sft_tokens);
+  out.logps = split_pairs(lp.sequence_logps, batch.num_pairs);
+  if (need_nll) out.nll = sft_nll(lp, batch.input.input_ids, batch.num_pairs, sft_tokens);
   return out;
 }
 
@@ -277,10 +275,7 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
   }
   if (config_.lora) {
-    for (auto& p : policy_->parameters()) p.set_requires_grad(false);  // the base stays as it is
-    adapters_.emplace(config_.lora->init_from.empty()
-                          ? qwen::LoraAdapters::attach(policy_, *config_.lora, config_.train.seed)
-                          : qwen::LoraAdapters::load(policy_, config_.lora->init_from));
+    adapters_.emplace(qwen::LoraAdapters::for_training(policy_, *config_.lora, config_.train.seed));
     trainable_ = adapters_->parameters();
   } else {
     trainable_ = qwen::select_trainable(*policy_, config_.freeze);
@@ -321,7 +316,7 @@ void MpoTrainer::set_total_steps(int64_t total_steps) {
 StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
   if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
   const auto start = std::chrono::steady_clock::now();
-  const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
+  const bool autocast = uses_autocast();
   const bool need_nll = config_.loss.uses(LossTerm::kSft);
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
   qwen::clear_gradients(trainable_);
@@ -350,12 +345,10 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       continue;
     }
     MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
-    ModelLogps policy = model_logps(policy_, mb, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
+    ModelLogps policy =
+        model_logps(policy_, mb.batch, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
     PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
-    const PairLogps ref = reference_logps(records, [&] {
-      return model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
-                         config_.train.logprob_chunk_size).logps;
-    });
+    const PairLogps ref = reference_logps(records, mb.batch);
     logps.ref_chosen = ref.chosen.to(logps.chosen.scalar_type());
     logps.ref_rejected = ref.rejected.to(logps.chosen.scalar_type());
     LossResult result = compute_mpo_loss(config_.loss, logps, policy.nll, &running_);
@@ -381,8 +374,10 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   return out;
 }
 
+bool MpoTrainer::uses_autocast() const { return device_.is_cuda() && config_.model.bf16_autocast; }
+
 PairLogps MpoTrainer::reference_logps(const std::vector<const PreferenceRecord*>& records,
-                                      const std::function<PairLogps()>& forward) {
+                                      const ConcatenatedBatch& batch) {
   const bool stored = config_.reference.source == ReferenceSource::kPrecomputed;
   if (stored || !precomputed_reference_.empty()) {
     std::vector<double> chosen, rejected;
@@ -408,7 +403,9 @@ PairLogps MpoTrainer::reference_logps(const std::vector<const PreferenceRecord*>
   // LoRA: the reference is the policy's base, the adapters switched off for this forward.
   std::optional<qwen::AdaptersDisabled> base;
   if (adapters_) base.emplace(*adapters_);
-  const PairLogps ref = forward();
+  const PairLogps ref = model_logps(adapters_ ? policy_ : reference_, batch, uses_autocast(), false, config_.sft_tokens,
+                                    config_.train.logprob_chunk_size)
+                            .logps;
   return {ref.chosen.detach(), ref.rejected.detach()};
 }
 
@@ -420,16 +417,12 @@ void MpoTrainer::precompute_reference(const std::vector<PreferenceRecord>& data,
     std::fprintf(stderr, "mpo-train: reference log-probs of %zu pairs read from %s\n", data.size(), path.c_str());
   } else {
     values.emplace();
-    const bool autocast = device_.is_cuda() && config_.model.bf16_autocast;
     const auto batch_size = static_cast<size_t>(config_.train.batch_size);
     for (size_t begin = 0; begin < data.size(); begin += batch_size) {
       std::vector<const PreferenceRecord*> records;
       for (size_t i = begin; i < std::min(data.size(), begin + batch_size); ++i) records.push_back(&data[i]);
       const MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
-      const PairLogps ref = reference_logps(records, [&] {
-        return model_logps(adapters_ ? policy_ : reference_, mb, autocast, false, config_.sft_tokens,
-                           config_.train.logprob_chunk_size).logps;
-      });
+      const PairLogps ref = reference_logps(records, mb.batch);
       const auto chosen = ref.chosen.to(torch::kCPU, torch::kFloat64).contiguous();
       const auto rejected = ref.rejected.to(torch::kCPU, torch::kFloat64).contiguous();
       values->chosen.insert(values->chosen.end(), chosen.data_ptr<double>(), chosen.data_ptr<double>() + chosen.numel());
@@ -545,9 +538,7 @@ void MpoTrainer::export_policy(const std::string& dir) const {
     qwen::export_pretrained(*policy_, config_.model.path, dir, config_.model.dtype, {kManifestFile});
     return;
   }
-  qwen::export_pretrained(adapters_->merged_parameters(*policy_), config_.model.path, dir, config_.model.dtype,
-                          {kManifestFile});
-  adapters_->save((fs::path(dir) / kAdapterDir).string(), config_.model.path);
+  adapters_->export_merged(*policy_, config_.model.path, dir, config_.model.dtype, {kManifestFile});
 }
 
 std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
@@ -616,15 +607,7 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
   }
   if (masters_->active()) {
     // The float32 masters the run stepped (the checkpoint's bf16 weights are them rounded).
-    const std::string path = (dir / kMasterWeightsFile).string();
-    const SafetensorsFile file = SafetensorsFile::open(path);
-    torch::NoGradGuard no_grad;
-    for (const auto& [name, master] : masters_->masters()) {
-      const TensorView& view = file.get(name);
-      if (view.shape != master.sizes().vec() || view.dtype != DType::F32)
-        throw InputError(path, fmt::format("{}: not a float32 tensor of the parameter's shape", name));
-      master.copy_(to_tensor(view));
-    }
+    qwen::load_tensors((dir / kMasterWeightsFile).string(), masters_->masters(), /*same_dtype=*/true);
     masters_->masters_to_parameters();
   }
   load_adamw_state(*optimizer_, masters_->masters(), (dir / kOptimizerFile).string());

@@ -163,9 +163,10 @@ class MpoTrainer {
   // reference.precompute: every record's reference log-probs, from the cache in output.dir or computed (and
   // cached); then the reference model is released.
   void precompute_reference(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint);
-  // The micro-batch's reference log-probs: stored with the data, precomputed, or a reference forward.
-  PairLogps reference_logps(const std::vector<const PreferenceRecord*>& records,
-                                   const std::function<PairLogps()>& forward);
+  // The micro-batch's reference log-probs: stored with the data, precomputed, or a forward of `batch` (the records'
+  // pairs) through the reference model, or through the policy with its adapters disabled.
+  PairLogps reference_logps(const std::vector<const PreferenceRecord*>& records, const ConcatenatedBatch& batch);
+  bool uses_autocast() const;  // CUDA with model.bf16_autocast
 
   TrainConfig config_;
   torch::Device device_;

@@ -177,12 +177,7 @@ json RewardTrainConfig::to_json() const {
 }
 
 qwen::TrainingSetup RewardTrainConfig::memory_setup() const {
-  qwen::TrainingSetup s;
-  s.parameter_bytes = model.dtype == "bfloat16" ? 2 : 4;
-  s.lora = lora.has_value();
-  if (lora) s.lora_settings = *lora;
-  s.freeze = freeze;
-  s.checkpointing = train.gradient_checkpointing;
+  qwen::TrainingSetup s = qwen::training_setup(model, lora, freeze, train.gradient_checkpointing);
   s.lm_head_logits = false;
   return s;
 }

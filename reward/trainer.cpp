@@ -38,7 +38,6 @@ constexpr const char* kDoneFormat = "vlreward-reward-train-stage/1";
 constexpr const char* kValueHeadFile = "value_head.safetensors";
 constexpr const char* kWeightName = "v_head.summary.weight";
 constexpr const char* kBiasName = "v_head.summary.bias";
-constexpr const char* kAdapterDir = "adapter";  // of an exported LoRA backbone
 
 // What decides stage k's result: the model and head it starts from, the shared settings, stages 1..k.
 json stage_identity(const RewardTrainConfig& config, size_t k) {
@@ -175,10 +174,7 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
   // train() mode changes nothing in this model (no dropout), but says what the module is doing.
   model_->train();
   if (config_.lora) {
-    for (auto& p : model_->parameters()) p.set_requires_grad(false);  // the backbone stays as it is
-    adapters_.emplace(config_.lora->init_from.empty()
-                          ? qwen::LoraAdapters::attach(model_, *config_.lora, config_.train.seed)
-                          : qwen::LoraAdapters::load(model_, config_.lora->init_from));
+    adapters_.emplace(qwen::LoraAdapters::for_training(model_, *config_.lora, config_.train.seed));
     trainable_ = adapters_->parameters();
   } else {
     trainable_ = qwen::select_trainable(*model_, config_.freeze);
@@ -285,9 +281,7 @@ void RewardTrainer::export_model(const std::string& dir) const {
   // Weights and the head come from memory; a DONE marker or manifest would describe another directory.
   // LoRA: the merged backbone (loadable as is) and the adapters in PEFT's format in adapter/.
   if (adapters_) {
-    qwen::export_pretrained(adapters_->merged_parameters(*model_), config_.model.path, dir, config_.model.dtype,
-                            {kDoneFile, "manifest.json"});
-    adapters_->save((fs::path(dir) / kAdapterDir).string(), config_.model.path);
+    adapters_->export_merged(*model_, config_.model.path, dir, config_.model.dtype, {kDoneFile, "manifest.json"});
   } else {
     qwen::export_pretrained(*model_, config_.model.path, dir, config_.model.dtype, {kDoneFile, "manifest.json"});
   }
@@ -296,7 +290,7 @@ void RewardTrainer::export_model(const std::string& dir) const {
 
 void RewardTrainer::load_model(const std::string& dir) {
   if (adapters_) {
-    adapters_->load_weights((fs::path(dir) / kAdapterDir).string());  // the base stays model.path's
+    adapters_->load_weights((fs::path(dir) / qwen::kAdapterDir).string());  // the base stays model.path's
   } else {
     const auto model_config = Qwen2_5_VLConfig::load((fs::path(dir) / "config.json").string());
     qwen::load_checkpoint(*model_, dir, model_config.text.tie_word_embeddings);

@@ -227,9 +227,9 @@ TEST(MemoryPlan, ParameterCountsAreTheModelsOwn) {
     EXPECT_EQ(counts.trainable, total) << path;
     // LoRA: the adapters attach() creates.
     for (auto& p : meta->parameters()) p.set_requires_grad(false);
-    setup.lora = true;
-    setup.lora_settings.vision_target_modules = {"qkv", "proj", "merger"};
-    auto adapters = qwen::LoraAdapters::attach(meta, setup.lora_settings, 0);
+    setup.lora.emplace();
+    setup.lora->vision_target_modules = {"qkv", "proj", "merger"};
+    auto adapters = qwen::LoraAdapters::attach(meta, *setup.lora, 0);
     int64_t adapter_params = 0;
     for (const auto& [name, t] : adapters.parameters()) adapter_params += t.numel();
     EXPECT_EQ(qwen::count_parameters(config, setup).trainable, adapter_params) << path;
@@ -248,8 +248,8 @@ TEST(MemoryPlan, SizesAndCheckpointing) {
   const auto seven_b = Qwen2_5_VLConfig::load(std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json");
   qwen::TrainingSetup setup;
   setup.parameter_bytes = 2;
-  setup.lora = true;
-  setup.lora_settings.r = 16;
+  setup.lora.emplace();
+  setup.lora->r = 16;
   qwen::MicroBatchShape shape{4, 2048, 1024, 512};
   const auto plain = qwen::plan_training_memory(seven_b, setup, shape);
   setup.checkpointing = {true, true};

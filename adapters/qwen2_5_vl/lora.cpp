@@ -13,6 +13,7 @@
 #include "adapters/common/json_text.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/safetensors_torch.h"
+#include "adapters/qwen2_5_vl/pretrained.h"
 #include "adapters/qwen2_5_vl/weights.h"
 
 namespace vlreward::qwen {
@@ -183,19 +184,19 @@ LoraAdapters LoraAdapters::load(Qwen2_5_VLModel& model, const std::string& dir) 
   return LoraAdapters(std::move(settings), std::move(layers), std::move(enabled));
 }
 
+LoraAdapters LoraAdapters::for_training(Qwen2_5_VLModel& model, const LoraSettings& settings, uint64_t seed) {
+  for (auto& p : model->parameters()) p.set_requires_grad(false);  // the base stays as it is
+  return settings.init_from.empty() ? attach(model, settings, seed) : load(model, settings.init_from);
+}
+
+void LoraAdapters::export_merged(const torch::nn::Module& model, const std::string& source_dir, const std::string& dir,
+                                 const std::string& dtype_name, const std::vector<std::string>& marker_files) const {
+  export_pretrained(merged_parameters(model), source_dir, dir, dtype_name, marker_files);
+  save((fs::path(dir) / kAdapterDir).string(), source_dir);
+}
+
 void LoraAdapters::load_weights(const std::string& dir) {
-  const std::string path = (fs::path(dir) / kWeightsFile).string();
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  if (file.size() != parameters_.size())
-    throw InputError(path, fmt::format("holds {} tensors, these adapters have {}", file.size(), parameters_.size()));
-  torch::NoGradGuard no_grad;
-  for (auto& [name, tensor] : parameters_) {
-    const TensorView& view = file.get(name);
-    if (view.shape != tensor.sizes().vec())
-      throw InputError(path, fmt::format("{}: shape [{}], expected [{}]", name, fmt::join(view.shape, ", "),
-                                         fmt::join(tensor.sizes(), ", ")));
-    tensor.copy_(to_tensor(view));
-  }
+  load_tensors((fs::path(dir) / kWeightsFile).string(), parameters_);
 }
 
 void LoraAdapters::save(const std::string& dir, const std::string& base_model) const {

@@ -22,6 +22,9 @@
 
 namespace vlreward::qwen {
 
+// The subdirectory of an exported merged model that holds its adapters (LoraAdapters::export_merged).
+inline constexpr const char* kAdapterDir = "adapter";
+
 // The transformers (>= 4.52) module name of a hub name, the names PEFT keys use:
 // model.X -> model.language_model.X, visual.X -> model.visual.X, anything else unchanged.
 std::string transformers_name(const std::string& hub_name);
@@ -40,6 +43,10 @@ class LoraAdapters {
   // key naming no linear layer of the model and for a mis-shaped tensor.
   static LoraAdapters load(Qwen2_5_VLModel& model, const std::string& dir);
 
+  // What a trainer starts from: every base parameter of `model` stops requiring gradients, then the adapters are
+  // loaded from settings.init_from, or attached fresh (attach) when it is empty.
+  static LoraAdapters for_training(Qwen2_5_VLModel& model, const LoraSettings& settings, uint64_t seed);
+
   LoraAdapters(LoraAdapters&&) noexcept;
   LoraAdapters& operator=(LoraAdapters&&) noexcept;
   ~LoraAdapters();  // detaches the adapters from the model's layers
@@ -47,6 +54,11 @@ class LoraAdapters {
   // Overwrites the weights with `dir`'s adapter_model.safetensors, which must hold exactly these layers' adapters
   // with these shapes (a checkpoint of the same run).
   void load_weights(const std::string& dir);
+  // The merged model as a Hugging Face checkpoint directory (export_pretrained of merged_parameters, the other files
+  // from `source_dir`) with these adapters in its kAdapterDir subdirectory: a LoRA run's final model or stage.
+  void export_merged(const torch::nn::Module& model, const std::string& source_dir, const std::string& dir,
+                     const std::string& dtype_name, const std::vector<std::string>& marker_files) const;
+
   // adapter_config.json (target_modules: the adapted modules' full names, which PEFT matches exactly) and
   // adapter_model.safetensors, each written atomically; `base_model` is recorded as base_model_name_or_path.
   void save(const std::string& dir, const std::string& base_model) const;

@@ -60,6 +60,16 @@ int64_t lora_activation_bytes(const std::vector<LinearShape>& layers, const std:
 
 }  // namespace
 
+TrainingSetup training_setup(const ModelSource& model, const std::optional<LoraSettings>& lora,
+                             const FreezeRules& freeze, const CheckpointingRules& checkpointing) {
+  TrainingSetup s;
+  s.parameter_bytes = model.dtype == "bfloat16" ? 2 : 4;
+  s.lora = lora;
+  s.freeze = freeze;
+  s.checkpointing = checkpointing;
+  return s;
+}
+
 ParameterCounts count_parameters(const Qwen2_5_VLConfig& config, const TrainingSetup& setup) {
   const auto& t = config.text;
   const auto& v = config.vision;
@@ -79,7 +89,7 @@ ParameterCounts count_parameters(const Qwen2_5_VLConfig& config, const TrainingS
   c.merger = hv + merged * merged + merged + merged * v.out_hidden_size + v.out_hidden_size;
   c.total = c.decoder + c.lm_head + c.vision + c.merger;
   if (setup.lora) {
-    const auto& s = setup.lora_settings;
+    const auto& s = *setup.lora;
     for (const auto& l : decoder_linears(t))
       if (has(s.target_modules, l.name)) c.trainable += t.num_hidden_layers * s.r * (l.in + l.out);
     for (const auto& l : vision_linears(v))
@@ -109,7 +119,7 @@ MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSe
   p.optimizer = 2 * p.parameters.trainable * trainable_bytes;
 
   // Which parts record a graph.
-  const auto& s = setup.lora_settings;
+  const LoraSettings s = setup.lora.value_or(LoraSettings{});
   const bool decoder_graph = setup.lora ? !s.target_modules.empty() : !setup.freeze.llm;
   bool vision_adapted = false;
   for (const auto& l : vision_linears(v)) vision_adapted = vision_adapted || has(s.vision_target_modules, l.name);

@@ -12,6 +12,7 @@
 // its input, and one layer's activations exist again during its recomputation. The log-probs keep the final hidden
 // states and one chunk of logits (2.5 float32 [chunk, vocab] buffers' worth at the peak).
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "adapters/hf/qwen2_5_vl_config.h"
@@ -26,14 +27,17 @@ namespace vlreward::qwen {
 
 struct TrainingSetup {
   int64_t parameter_bytes = 4;  // model.dtype: 4 float32, 2 bfloat16
-  bool lora = false;            // adapters (float32) train, the base is frozen
-  LoraSettings lora_settings;
+  std::optional<LoraSettings> lora;  // set: adapters (float32) train, the base is frozen
   FreezeRules freeze;           // full fine-tuning: which groups train
   bool reference_copy = false;  // a second, frozen model in memory
   CheckpointingRules checkpointing;
   int64_t logprob_chunk = 256;
   bool lm_head_logits = true;   // MPO's log-probs; a reward model reads one hidden state through its value head
 };
+
+// The setup a trainer's sections describe (the rest keeps its defaults): parameter bytes from model.dtype.
+TrainingSetup training_setup(const ModelSource& model, const std::optional<LoraSettings>& lora,
+                             const FreezeRules& freeze, const CheckpointingRules& checkpointing);
 
 // One micro-batch: `rows` sequences of `tokens` tokens, each with `image_patches` vision patches (14×14 pixels
 // each, before merging) and `completion_tokens` tokens that get log-probs. MPO: rows = 2 × pairs.

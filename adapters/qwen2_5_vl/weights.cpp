@@ -82,6 +82,25 @@ LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, b
   return report;
 }
 
+void load_tensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& targets,
+                  bool same_dtype) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  if (file.size() != targets.size())
+    throw_input_error(path, "holds {} tensors, {} expected", file.size(), targets.size());
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, target] : targets) {
+    const TensorView& view = file.get(name);
+    if (view.shape != target.sizes().vec())
+      throw_input_error(path, "{}: shape [{}], expected [{}]", name, fmt::join(view.shape, ", "),
+                        fmt::join(target.sizes(), ", "));
+    const auto source = to_tensor(view);
+    if (same_dtype && source.scalar_type() != target.scalar_type())
+      throw_input_error(path, "{}: dtype {}, expected {}", name, dtype_name(view.dtype),
+                        c10::toString(target.scalar_type()));
+    torch::Tensor(target).copy_(source);
+  }
+}
+
 void save_checkpoint(const torch::nn::Module& module, const std::string& dir, int64_t max_shard_bytes) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value().detach());

@@ -29,6 +29,12 @@ LoadReport load_checkpoint(torch::nn::Module& module, const std::string& path, b
 // shards of at most max_shard_bytes with model.safetensors.index.json when larger.
 void save_checkpoint(const torch::nn::Module& module, const std::string& dir,
                      int64_t max_shard_bytes = int64_t{5} << 30);
+// Fills `targets` in place from the safetensors file at `path` (written by write_safetensors from the same names):
+// the file must hold exactly these names with these shapes; values are converted to each target's dtype, or, with
+// `same_dtype`, must already have it. InputError naming the file and tensor otherwise.
+void load_tensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& targets,
+                  bool same_dtype = false);
+
 // The same for named tensors in hub names (e.g. LoraAdapters::merged_parameters).
 void save_checkpoint(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& dir,
                      int64_t max_shard_bytes = int64_t{5} << 30);
