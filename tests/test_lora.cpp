@@ -263,7 +263,9 @@ TEST(LoraMpo, BaseStaysFrozenAndCheckpointsHoldOnlyTheAdapters) {
     EXPECT_TRUE(torch::equal(p.value(), trainer->policy()->named_parameters()[p.key()])) << p.key();
   for (const auto& [name, p] : trainer->trainable_parameters()) {
     EXPECT_TRUE(p.grad().defined()) << name << " got no gradient";  // vision LoRA included
-    if (p.grad().defined()) EXPECT_GT(p.grad().abs().sum().item<double>(), 0) << name;
+    if (p.grad().defined()) {
+      EXPECT_GT(p.grad().abs().sum().item<double>(), 0) << name;
+    }
   }
   const std::string checkpoint = out / "checkpoint-2";
   EXPECT_TRUE(fs::exists(checkpoint + "/adapter_model.safetensors"));

@@ -615,11 +615,17 @@ TEST(RewardTrain, LoraTrainsAdaptersAndTheWholeValueHeadAndExportsAMergedModel) 
   const auto after = snapshot(trainer);
   for (const auto& [name, t] : before) {
     // The bias cancels in r⁺ − r⁻: its Bradley-Terry gradient is exactly 0, so only the head's weight moves.
-    if (name == "v_head.summary.weight") EXPECT_FALSE(torch::equal(t, after.at(name))) << name << " did not train";
-    else if (name.rfind("v_head.", 0) != 0) EXPECT_TRUE(torch::equal(t, after.at(name))) << name << " is frozen";
+    if (name == "v_head.summary.weight") {
+      EXPECT_FALSE(torch::equal(t, after.at(name))) << name << " did not train";
+    } else if (name.rfind("v_head.", 0) != 0) {
+      EXPECT_TRUE(torch::equal(t, after.at(name))) << name << " is frozen";
+    }
   }
-  for (const auto& [name, t] : trainer.trainable_parameters())
-    if (name.find("lora_B") != std::string::npos) EXPECT_GT(t.abs().sum().item<double>(), 0) << name;
+  for (const auto& [name, t] : trainer.trainable_parameters()) {
+    if (name.find("lora_B") != std::string::npos) {
+      EXPECT_GT(t.abs().sum().item<double>(), 0) << name;
+    }
+  }
   EXPECT_TRUE(fs::is_regular_file(fs::path(final_dir) / "adapter/adapter_model.safetensors"));
 
   // The merged export scores as the adapted model in memory.

@@ -208,7 +208,7 @@ TEST(FrozenVisionTower, RunsWithoutAGraph) {
 }
 
 TEST(MemoryPlan, ParameterCountsAreTheModelsOwn) {
-  for (const std::string path : {kModelDir + "/config.json", std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json"}) {
+  for (const std::string& path : {kModelDir + "/config.json", std::string(VLREWARD_SOURCE_DIR) + "/configs/qwen2_5_vl_7b/config.json"}) {
     const auto config = Qwen2_5_VLConfig::load(path);
     qwen::Qwen2_5_VLModel meta(config, torch::TensorOptions().device(torch::kMeta));
     int64_t total = 0, vision = 0, merger = 0, lm_head = 0;
