@@ -148,50 +148,6 @@ void prune_checkpoints(const std::string& output_dir, int64_t keep) {
   if (excess > 0) fsync_directory(output_dir);
 }
 
-void save_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                      const std::string& path) {
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  auto& state = optimizer.state();
-  for (const auto& [name, param] : params) {
-    auto it = state.find(param.unsafeGetTensorImpl());
-    if (it == state.end()) continue;  // no step taken yet
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    tensors.emplace_back(name + ".exp_avg", s.exp_avg());
-    tensors.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq());
-    tensors.emplace_back(name + ".step", torch::tensor({s.step()}, torch::kInt64));
-  }
-  write_safetensors(path, tensors, {{"format", "vlreward-adamw/1"}});
-}
-
-void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                      const std::string& path) {
-  auto file = SafetensorsFile::open(path);
-  std::set<std::string> expected;
-  auto& state = optimizer.state();
-  for (const auto& [name, param] : params) {
-    if (!file.contains(name + ".exp_avg")) {
-      if (file.size() == 0) continue;  // saved before the first step: no moments at all
-      throw InputError(path, fmt::format("no optimizer state for trainable parameter {} (was the freeze set changed?)", name));
-    }
-    for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) expected.insert(name + suffix);
-    auto exp_avg = to_tensor(file.get(name + ".exp_avg"));
-    auto exp_avg_sq = to_tensor(file.get(name + ".exp_avg_sq"));
-    auto step = to_tensor(file.get(name + ".step"));
-    if (!exp_avg.sizes().equals(param.sizes()) || !exp_avg_sq.sizes().equals(param.sizes()))
-      throw InputError(path, fmt::format("{}: moment shape does not match the parameter", name));
-    if (step.scalar_type() != torch::kInt64 || step.numel() != 1 || step.item<int64_t>() < 0)
-      throw InputError(path, fmt::format("{}.step: must be one non-negative int64", name));
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(step.item<int64_t>());
-    s->exp_avg(exp_avg.to(param.options()).clone());
-    s->exp_avg_sq(exp_avg_sq.to(param.options()).clone());
-    state[param.unsafeGetTensorImpl()] = std::move(s);
-  }
-  for (const auto& name : file.names())
-    if (expected.count(name) == 0)
-      throw InputError(path, fmt::format("optimizer state for {}, which is not a trainable parameter now (was the freeze set changed?)", name));
-}
-
 void save_torch_rng_state(const std::string& path) {
   auto generator = at::detail::getDefaultCPUGenerator();
   torch::Tensor state;

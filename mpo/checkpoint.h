@@ -3,7 +3,9 @@
 //
 // <output>/checkpoint-<step>/
 //   model.safetensors (or shards + index), config.json, tokenizer and preprocessor files   the policy, HF layout
-//   optimizer.safetensors   per trainable parameter "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step" (I64)
+//   optimizer.safetensors   per trainable parameter "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step" (I64);
+//                           a sharded data-parallel run writes optimizer-shard-<rank>-of-<world>.safetensors instead
+//                           (adapters/distributed/data_parallel_adamw.h), and bf16 runs add master_weights.safetensors
 //   rng_state.safetensors   "torch_cpu": LibTorch's CPU generator state (U8)
 //   running_moments.json    δ (RunningMoments, TRL's keys)
 //   trainer_state.json      global step, data cursor, scheduler, data-order RNG, data fingerprint, config, and
@@ -39,13 +41,6 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 void remove_stale_temp_checkpoints(const std::string& output_dir);
 // Keeps the newest `keep` checkpoints.
 void prune_checkpoints(const std::string& output_dir, int64_t keep);
-
-// AdamW moments of the named parameters <-> safetensors. Loading requires exactly the names saved (the same
-// trainable set) with matching shapes, and installs the state so the next step() continues from it.
-void save_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                      const std::string& path);
-void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                      const std::string& path);
 
 // LibTorch's default CPU generator state <-> safetensors ("torch_cpu").
 void save_torch_rng_state(const std::string& path);

@@ -120,11 +120,11 @@ std::map<std::string, double> LossMetrics::to_map(bool trl_reward_scaling) const
 }
 
 LossResult compute_mpo_loss(const LossConfig& config, const PreferenceLogps& in, const torch::Tensor& sft_nll,
-                            RunningMoments* running) {
+                            RunningMoments* running, std::optional<double> delta) {
   config.validate("MPO loss config");
   const auto p = checked(in);
   const int64_t batch = p.chosen.size(0);
-  if (config.uses(LossTerm::kBcoPair) && running == nullptr)
+  if (config.uses(LossTerm::kBcoPair) && running == nullptr && !delta)
     throw std::invalid_argument("MPO loss: bco_pair needs the RunningMoments of its reward shift");
   torch::Tensor nll;
   if (config.uses(LossTerm::kSft)) {
@@ -148,8 +148,12 @@ LossResult compute_mpo_loss(const LossConfig& config, const PreferenceLogps& in,
         term = dpo_sigmoid_losses(p, config.beta, config.label_smoothing);
         break;
       case LossTerm::kBcoPair: {
-        running->update(bco_pair_batch_reward(p, config.beta));
-        result.delta = running->mean();
+        if (delta) {
+          result.delta = *delta;
+        } else {
+          running->update(bco_pair_batch_reward(p, config.beta));
+          result.delta = running->mean();
+        }
         term = bco_pair_losses(p, config.beta, *result.delta);
         break;
       }

@@ -91,8 +91,10 @@ struct LossResult {
 
 // The weighted MPO loss. `sft_nll`: 0-dim token-mean NLL of the chosen completions (logprobs.h sft_nll), needed iff
 // sft is a term. `running`: δ's moments, needed iff bco_pair is a term; updated first (unless frozen), then read.
+// `delta`, when given, is the δ bco_pair uses instead, and `running` is not touched (a data-parallel step folds
+// every rank's batch reward into the moments itself, in micro-batch order).
 // Throws std::invalid_argument on missing inputs or bad shapes (1-D, same length >= 1, floating point).
 LossResult compute_mpo_loss(const LossConfig& config, const PreferenceLogps& logps, const torch::Tensor& sft_nll,
-                            RunningMoments* running);
+                            RunningMoments* running, std::optional<double> delta = std::nullopt);
 
 }  // namespace vlreward::mpo

@@ -1,6 +1,7 @@
 // mpo-train: MPO fine-tuning of a Qwen2.5-VL policy on offline preference pairs (JSONL), SFT on answers
 // (loss_type [sft]), or online rounds of sample → reward → pairs → MPO (an `online:` section, mpo/online.h).
 //   mpo-train --config configs/mpo_tiny.yaml [key.path=value ...] [--output-dir DIR] [--resume DIR|auto]
+//   torchrun --nproc-per-node N --no-python mpo-train --config ...   (data parallel over N ranks)
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
 #include <cstdint>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <boost/program_options.hpp>
 
 #include "adapters/common/error.h"
+#include "adapters/distributed/process_group.h"
 #include "adapters/qwen2_5_vl/memory_plan.h"
 #include "mpo/checkpoint.h"
 #include "mpo/online.h"
@@ -36,7 +38,7 @@ static int mpo_train(int argc, char** argv) {
           argc, argv, options, vm,
           "Positional key.path=value arguments override config keys, e.g. train.learning_rate=1e-5"))
     return 0;
-  const auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
+  auto config = vlreward::mpo::load_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
   if (vm.count("plan")) {
     std::printf("mpo-train --plan: %s", vlreward::qwen::memory_plan_for_options(vm, config.model.path, config.memory_setup(),
                                                                                 config.train.batch_size, config.sft_only() ? 1 : 2)
@@ -44,7 +46,11 @@ static int mpo_train(int argc, char** argv) {
     return 0;
   }
 
+  // Under torchrun: this rank's place in the run (a single process otherwise).
+  auto group = vlreward::dist::join_launch_group(config.model.device, config.train.data_parallel.timeout_s);
   if (config.online) {
+    if (group->distributed())
+      throw vlreward::InputError("online", "online MPO runs in one process for now (launch it without torchrun)");
     std::optional<std::string> resume;
     if (vm.count("resume")) resume = vm["resume"].as<std::string>();
     vlreward::mpo::run_online(config, resume);
@@ -63,7 +69,7 @@ static int mpo_train(int argc, char** argv) {
 
   auto data = vlreward::read_preference_jsonl(config.data.train, config.data.image_root, !config.sft_only());
   const auto fingerprint = vlreward::mpo::fingerprint_file(config.data.train, static_cast<int64_t>(data.size()));
-  vlreward::mpo::MpoTrainer trainer(config);
+  vlreward::mpo::MpoTrainer trainer(config, group);
   if (resume_dir) {
     trainer.resume(*resume_dir, fingerprint);
     std::fprintf(stderr, "mpo-train: resumed from %s (step %lld)\n", resume_dir->c_str(),

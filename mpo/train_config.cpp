@@ -126,6 +126,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   t.gradient_checkpointing = qwen::read_gradient_checkpointing(train);
   t.logprob_chunk_size = static_cast<int64_t>(
       positive("logprob_chunk_size", static_cast<double>(train.optional<int64_t>("logprob_chunk_size", t.logprob_chunk_size))));
+  t.data_parallel = qwen::read_data_parallel(train);
   train.finish();
 
   Section output = root.section("output");
@@ -249,6 +250,7 @@ json TrainConfig::to_json() const {
                      {"reward_batch_size", o.reward_batch_size}};
     out["reward"] = reward;
   }
+  qwen::data_parallel_to_json(train.data_parallel, out["train"]);
   return out;
 }
 

@@ -11,7 +11,8 @@
 //   loss:      {loss_type, loss_weights, beta, label_smoothing, sft_tokens: completion|trl_0.28}
 //   train:     {learning_rate, weight_decay, adam_beta1, adam_beta2, adam_epsilon, warmup_ratio, max_grad_norm,
 //               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads,
-//               gradient_checkpointing: bool | {decoder, vision}, logprob_chunk_size}
+//               gradient_checkpointing: bool | {decoder, vision}, logprob_chunk_size,
+//               shard_optimizer, allreduce_bucket_mb, collective_timeout_s}  (the last three: torchrun runs)
 //   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
 //   online:    {prompts, rounds, samples_per_prompt, temperature, top_p, top_k, max_new_tokens, seed, min_margin,
 //               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size}
@@ -74,6 +75,7 @@ struct TrainConfig {
     int64_t num_threads = 0;  // 0 = LibTorch's default
     qwen::CheckpointingRules gradient_checkpointing;  // recompute activations in the backward pass
     int64_t logprob_chunk_size = 256;  // positions per lm_head + log-softmax chunk (chunked_completion_logps)
+    qwen::DataParallelRules data_parallel;  // shard_optimizer, allreduce_bucket_mb, collective_timeout_s
   } train;
   // Low-rank adapters instead of full fine-tuning: the base is frozen whole (freeze: does not apply) and the
   // reference, when the loss uses one, is the base model itself with the adapters disabled (no second copy).

@@ -37,10 +37,8 @@ namespace {
 
 constexpr const char* kStateFormat = "vlreward-mpo-trainer-state/1";
 constexpr const char* kTrainerStateFile = "trainer_state.json";
-constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
-constexpr const char* kMasterWeightsFile = "master_weights.safetensors";  // bf16 runs: AdamW's float32 masters
 
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
 std::string progress_status(const std::map<std::string, double>& metrics) {
@@ -53,12 +51,13 @@ std::string progress_status(const std::map<std::string, double>& metrics) {
                      get("tokens_per_second"));
 }
 
-TrainLogOptions log_options(const TrainConfig& config, bool jsonl) {
+// Rank 0 alone logs (its metrics are the global ones).
+TrainLogOptions log_options(const TrainConfig& config, bool jsonl, bool main_rank) {
   TrainLogOptions options;
   options.dir = config.output.dir;
-  options.jsonl = jsonl;
-  options.tensorboard = config.output.tensorboard;
-  options.progress = config.output.progress;
+  options.jsonl = jsonl && main_rank;
+  options.tensorboard = config.output.tensorboard && main_rank;
+  options.progress = config.output.progress && main_rank;
   options.label = "mpo-train";
   options.status = progress_status;
   return options;
@@ -178,8 +177,12 @@ json resume_relevant(const json& config) {
   json out{{"loss", config.at("loss")}, {"freeze", config.at("freeze")}, {"reference", config.at("reference")},
            {"train", config.at("train")}, {"data", json{{"shuffle", config.at("data").at("shuffle")}}},
            {"lora", config.value("lora", json())}};
-  // Memory settings: the same results either way.
-  for (const char* key : {"num_threads", "gradient_checkpointing", "logprob_chunk_size"}) out["train"].erase(key);
+  // Memory and communication settings: the same results either way (a sharded optimizer state is re-cut on load).
+  // gradient_accumulation_steps: compared as micro-batches per step over all ranks (resume checks it against the
+  // checkpoint's world size), so a run may continue on another number of ranks with the same global batch.
+  for (const char* key : {"num_threads", "gradient_checkpointing", "logprob_chunk_size", "shard_optimizer",
+                          "allreduce_bucket_mb", "collective_timeout_s", "gradient_accumulation_steps"})
+    out["train"].erase(key);
   out["model"] = json{{"dtype", config.at("model").at("dtype")}};
   if (config.contains("online")) {
     out["online"] = config.at("online");
@@ -252,14 +255,16 @@ MpoModels load_mpo_models(const TrainConfig& config) {
   return models;
 }
 
-MpoTrainer::MpoTrainer(TrainConfig config) : MpoTrainer(config, load_mpo_models(config)) {}
+MpoTrainer::MpoTrainer(TrainConfig config, std::shared_ptr<dist::ProcessGroup> group)
+    : MpoTrainer(config, load_mpo_models(config), std::move(group)) {}
 
-MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
+MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models, std::shared_ptr<dist::ProcessGroup> group)
     : config_(std::move(config)),
       device_(qwen::parse_device(config_.model.device, "model.device")),
       processor_(std::move(models.processor)),
       policy_(std::move(models.policy)),
-      reference_(std::move(models.reference)) {
+      reference_(std::move(models.reference)),
+      group_(group ? std::move(group) : std::make_shared<dist::ProcessGroup>()) {
   if (!processor_ || policy_.is_empty()) throw InputError("MpoTrainer", "needs a processor and a policy model");
   const bool uses_reference = config_.uses_reference_model();
   if (uses_reference == reference_.is_empty())
@@ -283,16 +288,22 @@ MpoTrainer::MpoTrainer(TrainConfig config, MpoModels models)
   }
   policy_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   const auto& t = config_.train;
-  masters_ = std::make_unique<qwen::MasterWeights>(trainable_);
-  optimizer_ = qwen::make_adamw(masters_->masters(),
-                                {t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
+  optimizer_ = std::make_unique<dist::DataParallelAdamW>(
+      trainable_, qwen::AdamWSettings{t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay},
+      *group_, dist::DataParallelSettings{t.data_parallel.shard_optimizer,
+                                          static_cast<int64_t>(t.data_parallel.bucket_mb * 1024 * 1024)});
 }
 
 MpoTrainer::~MpoTrainer() = default;
 
 int64_t MpoTrainer::steps_per_epoch(int64_t num_examples) const {
   const int64_t micro = (num_examples + config_.train.batch_size - 1) / config_.train.batch_size;
-  return (micro + config_.train.gradient_accumulation_steps - 1) / config_.train.gradient_accumulation_steps;
+  const int64_t per_step = micro_batches_per_step();
+  return (micro + per_step - 1) / per_step;
+}
+
+int64_t MpoTrainer::micro_batches_per_step() const {
+  return config_.train.gradient_accumulation_steps * group_->world_size();
 }
 
 uint64_t MpoTrainer::data_seed() const {
@@ -313,21 +324,46 @@ void MpoTrainer::set_total_steps(int64_t total_steps) {
   state_.warmup_steps = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * config_.train.warmup_ratio));
 }
 
+namespace {
+
+// The metric sums of every rank, added in rank order (the same on every rank).
+std::map<std::string, double> sum_over_ranks(dist::ProcessGroup& group, const std::map<std::string, double>& mine) {
+  if (!group.distributed()) return mine;
+  // "key value" lines: fmt's shortest round-trip form keeps every bit, and nan/inf too (JSON has neither).
+  std::string local;
+  for (const auto& [key, value] : mine) local += fmt::format("{} {}\n", key, value);
+  std::map<std::string, double> total;
+  for (const auto& text : group.all_gather_text(local)) {
+    std::istringstream lines(text);
+    std::string key, value;
+    while (lines >> key >> value) total[key] += std::strtod(value.c_str(), nullptr);
+  }
+  return total;
+}
+
+}  // namespace
+
 StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
   if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
+  for (const auto& records : micro_batches)
+    if (records.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
   const auto start = std::chrono::steady_clock::now();
   const bool autocast = uses_autocast();
   const bool need_nll = config_.loss.uses(LossTerm::kSft);
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
   qwen::clear_gradients(trainable_);
-  std::map<std::string, double> sums;
-  double loss_sum = 0;
-  int64_t tokens = 0;
+  std::map<std::string, double> sums;  // over this rank's micro-batches; "loss" and "tokens" among them
   const bool sft_only = config_.sft_only();
-  for (const auto& records : micro_batches) {
-    if (records.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
+  // Rank r runs micro-batches r, r + W, …: wave w runs micro-batches wW … wW + W − 1 side by side.
+  const auto world = static_cast<size_t>(group_->world_size()), rank = static_cast<size_t>(group_->rank());
+  const size_t waves = (micro_batches.size() + world - 1) / world;
+  const bool shared_delta = group_->distributed() && config_.loss.uses(LossTerm::kBcoPair) && !sft_only;
+  for (size_t wave = 0; wave < waves; ++wave) {
+    const size_t index = wave * world + rank;
+    const bool mine = index < micro_batches.size();
     if (sft_only) {
-      MicroBatch mb = prepare_sft_micro_batch(*processor_, records, device_);
+      if (!mine) continue;
+      MicroBatch mb = prepare_sft_micro_batch(*processor_, micro_batches[index], device_);
       torch::Tensor nll, sequence_logps;
       {
         qwen::Bf16Autocast guard(c10::DeviceType::CUDA, autocast);
@@ -337,40 +373,68 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
       }
       const auto loss = nll * config_.loss.weights.at(0);
       (loss * scale).backward();
-      loss_sum += loss.item<double>();
+      sums["loss"] += loss.item<double>();
       sums["loss/sft"] += nll.item<double>();
       sums["nll_loss"] += nll.item<double>();
       sums["logps/chosen"] += sequence_logps.mean().item<double>();
-      tokens += mb.tokens;
+      sums["tokens"] += static_cast<double>(mb.tokens);
       continue;
     }
-    MicroBatch mb = prepare_micro_batch(*processor_, records, device_);
-    ModelLogps policy =
-        model_logps(policy_, mb.batch, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
-    PreferenceLogps logps{policy.logps.chosen, policy.logps.rejected, {}, {}};
-    const PairLogps ref = reference_logps(records, mb.batch);
-    logps.ref_chosen = ref.chosen.to(logps.chosen.scalar_type());
-    logps.ref_rejected = ref.rejected.to(logps.chosen.scalar_type());
-    LossResult result = compute_mpo_loss(config_.loss, logps, policy.nll, &running_);
+    std::optional<MicroBatch> mb;
+    ModelLogps policy;
+    PreferenceLogps logps;
+    if (mine) {
+      const auto& records = micro_batches[index];
+      mb.emplace(prepare_micro_batch(*processor_, records, device_));
+      policy = model_logps(policy_, mb->batch, autocast, need_nll, config_.sft_tokens, config_.train.logprob_chunk_size);
+      logps = PreferenceLogps{policy.logps.chosen, policy.logps.rejected, {}, {}};
+      const PairLogps ref = reference_logps(records, mb->batch);
+      logps.ref_chosen = ref.chosen.to(logps.chosen.scalar_type());
+      logps.ref_rejected = ref.rejected.to(logps.chosen.scalar_type());
+    }
+    std::optional<double> delta;
+    if (shared_delta) {
+      // Every rank folds the wave's batch rewards into δ in micro-batch order and takes the δ after its own.
+      torch::Tensor reward = mine ? bco_pair_batch_reward(logps, config_.loss.beta) : torch::Tensor();
+      const auto reward_dtype = mine ? reward.scalar_type() : torch::kFloat32;
+      torch::Tensor mine_value = torch::full({2}, 0.0, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+      if (mine) {
+        mine_value[0] = 1.0;
+        mine_value[1] = reward.to(torch::kFloat64).reshape({});
+      }
+      torch::Tensor all = torch::empty({static_cast<int64_t>(2 * world)}, mine_value.options());
+      group_->all_gather(mine_value, all);
+      const torch::Tensor host = all.cpu();
+      for (size_t r = 0; r < world; ++r) {
+        if (host[static_cast<int64_t>(2 * r)].item<double>() == 0) continue;
+        running_.update(torch::full({}, host[static_cast<int64_t>(2 * r + 1)].item<double>(),
+                                    torch::TensorOptions().dtype(reward_dtype)));
+        if (r == rank) delta = running_.mean();
+      }
+    }
+    if (!mine) continue;
+    LossResult result = compute_mpo_loss(config_.loss, logps, policy.nll, &running_, delta);
     (result.loss * scale).backward();
-    loss_sum += result.loss.item<double>();
+    sums["loss"] += result.loss.item<double>();
     for (const auto& [key, value] : result.metrics.to_map(false)) sums[key] += value;
-    tokens += mb.tokens;
+    sums["tokens"] += static_cast<double>(mb->tokens);
   }
   const double lr = config_.train.learning_rate * cosine_schedule_factor(state_.global_step - state_.round_start_step,
                                                                          state_.warmup_steps, state_.total_steps);
-  const double grad_norm = masters_->step(*optimizer_, config_.train.max_grad_norm, lr);
+  const double grad_norm = optimizer_->step(config_.train.max_grad_norm, lr);
   ++state_.global_step;
+  sums = sum_over_ranks(*group_, sums);
 
   StepMetrics out;
   out.step = state_.global_step;
+  const double tokens = sums["tokens"];
+  sums.erase("tokens");
   for (const auto& [key, value] : sums) out.values[key] = value * scale;
-  out.values["loss"] = loss_sum * scale;
   out.values["lr"] = lr;
   out.values["grad_norm"] = grad_norm;
   if (state_.round >= 0) out.values["round"] = static_cast<double>(state_.round);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out.values["tokens_per_second"] = seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0;
+  out.values["tokens_per_second"] = seconds > 0 ? tokens / seconds : 0.0;
   return out;
 }
 
@@ -412,7 +476,10 @@ PairLogps MpoTrainer::reference_logps(const std::vector<const PreferenceRecord*>
 void MpoTrainer::precompute_reference(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint) {
   const std::string path = (fs::path(config_.output.dir) / kReferenceCacheFile).string();
   const json key = reference_cache_key(config_, fingerprint, data);
+  // Rank 0 computes and caches; the other ranks read its cache.
+  if (!group_->is_main()) group_->barrier();
   std::optional<ReferenceLogps> values = load_reference_cache(path, key, data.size());
+  if (!values && !group_->is_main()) throw std::runtime_error("mpo-train: rank 0 wrote no reference cache at " + path);
   if (values) {
     std::fprintf(stderr, "mpo-train: reference log-probs of %zu pairs read from %s\n", data.size(), path.c_str());
   } else {
@@ -432,6 +499,7 @@ void MpoTrainer::precompute_reference(const std::vector<PreferenceRecord>& data,
     save_reference_cache(path, key, *values);
     std::fprintf(stderr, "mpo-train: reference log-probs of %zu pairs computed into %s\n", data.size(), path.c_str());
   }
+  if (group_->is_main()) group_->barrier();
   for (size_t i = 0; i < data.size(); ++i)
     precomputed_reference_[&data[i]] = {values->chosen[i], values->rejected[i]};
   reference_ = qwen::Qwen2_5_VLModel(nullptr);  // no longer needed: its memory goes back
@@ -448,13 +516,16 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
 
   fs::create_directories(config_.output.dir);
   if (config_.reference.precompute) precompute_reference(data, fingerprint);
-  TrainLogger logger(log_options(config_, config_.output.jsonl), total, state_.global_step);
+  TrainLogger logger(log_options(config_, config_.output.jsonl, group_->is_main()), total, state_.global_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();
-  const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
-  fs::remove_all(temp_dir);
-  export_policy(temp_dir);
-  commit_directory(temp_dir, final_dir);
+  if (group_->is_main()) {
+    const std::string temp_dir = (fs::path(config_.output.dir) / ".tmp-final_model").string();
+    fs::remove_all(temp_dir);
+    export_policy(temp_dir);
+    commit_directory(temp_dir, final_dir);
+  }
+  group_->barrier();  // no rank reports the final model before it exists
   logger.finish(fmt::format("done: {} steps -> {}", state_.global_step, final_dir));
   return final_dir;
 }
@@ -481,7 +552,8 @@ void MpoTrainer::train_round(int64_t round, const std::vector<PreferenceRecord>&
   fs::create_directories(config_.output.dir);
   // metrics.jsonl belongs to the online runner (one file over all rounds, with its round lines): the callbacks
   // write it. TensorBoard and the progress bar per round.
-  TrainLogger logger(log_options(config_, /*jsonl=*/false), total, state_.global_step - state_.round_start_step);
+  TrainLogger logger(log_options(config_, /*jsonl=*/false, group_->is_main()), total,
+                     state_.global_step - state_.round_start_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   logger.finish(fmt::format("round {}: {} steps (global step {})", round, total, state_.global_step));
 }
@@ -493,7 +565,8 @@ void MpoTrainer::run_schedule(const std::vector<PreferenceRecord>& data, const D
       if (!r.ref_chosen_logp)
         throw InputError(r.source, "ref_chosen_logp/ref_rejected_logp: missing (reference.source is \"precomputed\")");
   const int64_t n = static_cast<int64_t>(data.size());
-  remove_stale_temp_checkpoints(config_.output.dir);
+  if (group_->is_main()) remove_stale_temp_checkpoints(config_.output.dir);
+  group_->barrier();  // before any rank writes into a new temporary checkpoint
   std::vector<int64_t> order;
   int64_t order_epoch = -1;
   int64_t last_saved = -1;
@@ -510,7 +583,7 @@ void MpoTrainer::run_schedule(const std::vector<PreferenceRecord>& data, const D
     }
     std::vector<std::vector<const PreferenceRecord*>> micro;
     int64_t index = state_.index_in_epoch;
-    while (static_cast<int64_t>(micro.size()) < config_.train.gradient_accumulation_steps && index < n) {
+    while (static_cast<int64_t>(micro.size()) < micro_batches_per_step() && index < n) {
       std::vector<const PreferenceRecord*> batch;
       for (int64_t k = index; k < std::min(n, index + bs); ++k) batch.push_back(&data[static_cast<size_t>(order[static_cast<size_t>(k)])]);
       index = std::min(n, index + bs);
@@ -545,12 +618,21 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   const std::string name = fmt::format("{}{}", kCheckpointPrefix, state_.global_step);
   const fs::path temp = fs::path(config_.output.dir) / fmt::format("{}{}", kTempCheckpointPrefix, state_.global_step);
   const fs::path final_dir = fs::path(config_.output.dir) / name;
-  fs::remove_all(temp);
-  fs::create_directories(temp);
+  // Rank 0 prepares the directory, every rank writes its optimizer shard (sharded runs), rank 0 writes the rest and
+  // commits; the barriers keep the ranks in that order, so a committed checkpoint is complete.
+  if (group_->is_main()) {
+    fs::remove_all(temp);
+    fs::create_directories(temp);
+  }
+  group_->barrier();
+  optimizer_->save(temp.string());
+  group_->barrier();
+  if (!group_->is_main()) {
+    group_->barrier();
+    return final_dir.string();
+  }
   if (adapters_) adapters_->save(temp.string(), config_.model.path);
   else export_policy(temp.string());
-  save_adamw_state(*optimizer_, masters_->masters(), (temp / kOptimizerFile).string());
-  if (masters_->active()) write_safetensors((temp / kMasterWeightsFile).string(), masters_->masters());
   save_torch_rng_state((temp / kRngFile).string());
   running_.save((temp / kRunningMomentsFile).string());
   if (data_rng_state_.empty())  // saved before the first step: the state the first epoch's shuffle leaves
@@ -566,6 +648,7 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
                 {"crc32c", data.crc32c}}},
       {"data_rng", {{"seed", data_seed()}, {"epoch", state_.epoch}, {"mt19937_64", data_rng_state_}}},
       {"config", config_.to_json()},
+      {"world_size", group_->world_size()},
   };
   // Online: the round this schedule belongs to (its pairs file is the data above) and the step it began at.
   if (state_.round >= 0) state["round"] = {{"index", state_.round}, {"start_step", state_.round_start_step}};
@@ -573,6 +656,7 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   write_manifest(temp.string());
   commit_directory(temp.string(), final_dir.string());
   prune_checkpoints(config_.output.dir, config_.output.save_total_limit);
+  group_->barrier();
   return final_dir.string();
 }
 
@@ -599,18 +683,26 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
     for (const auto& c : changed) list += (list.empty() ? "" : "; ") + c;
     throw InputError(state_path, "the config differs from the checkpoint's in: " + list);
   }
+  {
+    const int64_t saved_world = state.value("world_size", int64_t{1});
+    const int64_t saved_accumulation = state.at("config").at("train").value("gradient_accumulation_steps", int64_t{1});
+    if (saved_world * saved_accumulation != micro_batches_per_step())
+      throw InputError(state_path, fmt::format("the checkpoint's steps have {} micro-batches ({} ranks × "
+                                               "gradient_accumulation_steps {}), this run's {} ({} × {}): keep "
+                                               "ranks × accumulation equal to resume",
+                                               saved_world * saved_accumulation, saved_world, saved_accumulation,
+                                               micro_batches_per_step(), group_->world_size(),
+                                               config_.train.gradient_accumulation_steps));
+  }
   if (adapters_) {
     adapters_->load_weights(checkpoint_dir);
   } else {
     const auto model_config = Qwen2_5_VLConfig::load((dir / "config.json").string());
     qwen::load_checkpoint(*policy_, checkpoint_dir, model_config.text.tie_word_embeddings);
   }
-  if (masters_->active()) {
-    // The float32 masters the run stepped (the checkpoint's bf16 weights are them rounded).
-    qwen::load_tensors((dir / kMasterWeightsFile).string(), masters_->masters(), /*same_dtype=*/true);
-    masters_->masters_to_parameters();
-  }
-  load_adamw_state(*optimizer_, masters_->masters(), (dir / kOptimizerFile).string());
+  // AdamW's moments and the float32 masters the run stepped (the checkpoint's bf16 weights are them rounded), cut
+  // to this run's slices whatever world size wrote them.
+  optimizer_->load(checkpoint_dir);
   load_torch_rng_state((dir / kRngFile).string());
   running_ = RunningMoments::load((dir / kRunningMomentsFile).string());
   state_.global_step = state_field<int64_t>(state, "global_step", state_path);

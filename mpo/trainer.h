@@ -30,6 +30,15 @@
 // max(0, ½(1 + cos(π·(s − W)/max(1, T − W)))), W = ceil(warmup_ratio·T), T = total steps (transformers'
 // LambdaLR; the first step has lr 0 when W > 0). Weight decay applies to every trainable parameter except
 // biases and norm weights, by transformers' name patterns (bias, layernorm, rmsnorm, .norm., _norm).
+//
+// Data parallelism (a process group of W ranks, e.g. under torchrun): every rank draws the same data order and
+// forms the same optimizer steps; rank r runs micro-batches r, r + W, r + 2W, … of each step, so W ranks with
+// accumulation k do what one process does with accumulation W·k (loss scale 1/number of micro-batches of the step,
+// gradients summed over ranks — dist::DataParallelAdamW). δ (bco_pair) folds the ranks' batch rewards in
+// micro-batch order, so each micro-batch uses the δ it would use in one process (TRL under accelerate instead folds
+// all ranks' rewards at once). Metrics are averaged over the step's micro-batches across ranks; rank 0 alone writes
+// logs, checkpoints (the optimizer shards of a sharded run come from every rank) and the final export.
+// LoRA dropout draws its masks from each rank's own generator, so only dropout 0 repeats one process exactly.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -42,6 +51,8 @@
 #include <utility>
 #include <vector>
 
+#include "adapters/distributed/data_parallel_adamw.h"
+#include "adapters/distributed/process_group.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
@@ -103,11 +114,12 @@ MpoModels load_mpo_models(const TrainConfig& config);
 class MpoTrainer {
  public:
   // Trains load_mpo_models(config).
-  explicit MpoTrainer(TrainConfig config);
+  explicit MpoTrainer(TrainConfig config, std::shared_ptr<dist::ProcessGroup> group = nullptr);
   // Trains the given models (moved to model.device): applies the freeze switches, builds AdamW over the trainable
   // parameters. A reference must be given exactly when the config uses one (InputError otherwise). Checkpoints and
-  // the exported policy take their tokenizer and processor files from model.path.
-  MpoTrainer(TrainConfig config, MpoModels models);
+  // the exported policy take their tokenizer and processor files from model.path. `group`: the ranks of a
+  // data-parallel run (none: a single process).
+  MpoTrainer(TrainConfig config, MpoModels models, std::shared_ptr<dist::ProcessGroup> group = nullptr);
   ~MpoTrainer();
   MpoTrainer(const MpoTrainer&) = delete;
   MpoTrainer& operator=(const MpoTrainer&) = delete;
@@ -151,9 +163,13 @@ class MpoTrainer {
   // Trainable parameters in named_parameters() order.
   const std::vector<std::pair<std::string, torch::Tensor>>& trainable_parameters() const { return trainable_; }
   // What AdamW steps: float32 master copies of bf16 trainable parameters, else those parameters themselves.
-  const qwen::MasterWeights& master_weights() const { return *masters_; }
+  const qwen::MasterWeights& master_weights() const { return optimizer_->master_weights(); }
+  const dist::DataParallelAdamW& optimizer() const { return *optimizer_; }
+  const dist::ProcessGroup& process_group() const { return *group_; }
   void set_total_steps(int64_t total_steps);
   int64_t steps_per_epoch(int64_t num_examples) const;
+  // Micro-batches of one optimizer step over all ranks: gradient_accumulation_steps × world size.
+  int64_t micro_batches_per_step() const;
 
  private:
   // Optimizer steps until the current schedule (total steps) is done; `on_step` logs. Saves checkpoints.
@@ -176,8 +192,8 @@ class MpoTrainer {
   std::optional<qwen::LoraAdapters> adapters_;
   std::unordered_map<const PreferenceRecord*, std::pair<double, double>> precomputed_reference_;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
-  std::unique_ptr<qwen::MasterWeights> masters_;  // float32 copies of bf16 trainable parameters
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<dist::DataParallelAdamW> optimizer_;  // AdamW, float32 masters, gradients summed over ranks
   RunningMoments running_;
   TrainState state_;
   std::string data_rng_state_;  // the data-order engine after shuffling state_.epoch

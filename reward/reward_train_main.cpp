@@ -1,6 +1,7 @@
 // reward-train: Bradley-Terry training of a Skywork-VL style reward model (Qwen2.5-VL + value head) on JSONL
 // preference pairs, in stages (reward/trainer.h).
 //   reward-train --config configs/reward_train_tiny.yaml [key.path=value ...] [--output-dir DIR]
+//   torchrun --nproc-per-node N --no-python reward-train --config ...   (data parallel over N ranks)
 // Rerunning the same command skips the stages already finished (their stage-<k>/DONE) and continues.
 // Exit code: 0 trained, 2 usage/config/input error (message names the file, key or line), 1 other failure.
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "adapters/distributed/process_group.h"
 #include "adapters/qwen2_5_vl/memory_plan.h"
 #include "adapters/common/error.h"
 #include "adapters/common/cli.h"
@@ -32,7 +34,7 @@ static int reward_train(int argc, char** argv) {
                                                    "train.seed=7 or stages.1.learning_rate=1e-6 (stages by 0-based "
                                                    "index)"))
     return 0;
-  const auto config = vlreward::load_reward_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
+  auto config = vlreward::load_reward_train_config(vm["config"].as<std::string>(), vlreward::config_overrides(vm));
   if (vm.count("plan")) {
     int64_t batch = 1;
     for (const auto& stage : config.stages) batch = std::max(batch, stage.batch_size);
@@ -41,7 +43,9 @@ static int reward_train(int argc, char** argv) {
     return 0;
   }
 
-  vlreward::RewardTrainer trainer(config);
+  // Under torchrun: this rank's place in the run (a single process otherwise).
+  auto group = vlreward::dist::join_launch_group(config.model.device, config.train.data_parallel.timeout_s);
+  vlreward::RewardTrainer trainer(config, group);
   vlreward::RewardTrainCallbacks callbacks;
   bool trained = false;
   callbacks.on_stage_done = [&](int64_t stage, const std::string& dir) {

@@ -96,6 +96,7 @@ RewardTrainConfig RewardTrainConfig::from_json(const json& config, const std::st
   t.num_threads = train.optional<int64_t>("num_threads", t.num_threads);
   if (t.num_threads < 0) train.fail("num_threads", "must be >= 0 (0 = LibTorch's default)");
   t.gradient_checkpointing = qwen::read_gradient_checkpointing(train);
+  t.data_parallel = qwen::read_data_parallel(train);
   train.finish();
 
   const json* stages = root.raw("stages");
@@ -153,7 +154,7 @@ json RewardTrainConfig::to_json() const {
                  {"learning_rate", st.learning_rate},
                  {"warmup_ratio", st.warmup_ratio},
                  {"batch_size", st.batch_size}});
-  return json{
+  json out{
       {"model", m},
       {"value_head", {{"path", value_head.path}, {"init", value_head.init}, {"seed", value_head.seed}}},
       {"freeze", {{"vision_tower", freeze.vision_tower}, {"merger", freeze.merger}, {"llm", freeze.llm}}},
@@ -174,6 +175,8 @@ json RewardTrainConfig::to_json() const {
       {"output",
        {{"dir", output.dir}, {"jsonl", output.jsonl}, {"tensorboard", output.tensorboard}, {"progress", output.progress}}},
   };
+  qwen::data_parallel_to_json(train.data_parallel, out["train"]);
+  return out;
 }
 
 qwen::TrainingSetup RewardTrainConfig::memory_setup() const {

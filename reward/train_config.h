@@ -11,7 +11,9 @@
 //                                                  # default, as the paper trains; the value head always trains
 //   data:       {image_root, shuffle}
 //   train:      {weight_decay, adam_beta1, adam_beta2, adam_epsilon, max_grad_norm, gradient_accumulation_steps,
-//                seed, num_threads}                # shared by every stage
+//                seed, num_threads, gradient_checkpointing,
+//                shard_optimizer, allreduce_bucket_mb,
+//                collective_timeout_s}             # shared by every stage
 //   stages:     [{name, data: FILE | [FILE, ...], epochs, learning_rate, warmup_ratio, batch_size}, ...]
 //   eval:       {data, batch_size}                 # optional: accuracy/margin on these pairs after every stage
 //   output:     {dir, jsonl, tensorboard, progress}
@@ -57,6 +59,7 @@ struct RewardTrainConfig {
     uint64_t seed = 42;
     int64_t num_threads = 0;  // 0 = LibTorch's default
     qwen::CheckpointingRules gradient_checkpointing;  // recompute activations in the backward pass
+    qwen::DataParallelRules data_parallel;  // shard_optimizer, allreduce_bucket_mb, collective_timeout_s
   } train;
   struct Stage {
     std::string name;                // default "stage-<k>"

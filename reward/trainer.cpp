@@ -4,6 +4,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -57,7 +58,9 @@ json stage_identity(const RewardTrainConfig& config, size_t k) {
   }
   json train = all.at("train");
   train.erase("num_threads");
-  train.erase("gradient_checkpointing");  // the same results either way
+  // The same results either way.
+  for (const char* key : {"gradient_checkpointing", "shard_optimizer", "allreduce_bucket_mb", "collective_timeout_s"})
+    train.erase(key);
   json model = all.at("model");
   model.erase("device");
   return json{{"model", model}, {"value_head", all.at("value_head")}, {"freeze", all.at("freeze")},
@@ -158,14 +161,16 @@ RewardModels load_reward_models(const RewardTrainConfig& config) {
   return models;
 }
 
-RewardTrainer::RewardTrainer(RewardTrainConfig config) : RewardTrainer(config, load_reward_models(config)) {}
+RewardTrainer::RewardTrainer(RewardTrainConfig config, std::shared_ptr<dist::ProcessGroup> group)
+    : RewardTrainer(config, load_reward_models(config), std::move(group)) {}
 
-RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
+RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models, std::shared_ptr<dist::ProcessGroup> group)
     : config_(std::move(config)),
       device_(qwen::parse_device(config_.model.device, "model.device")),
       processor_(std::move(models.processor)),
       model_(std::move(models.backbone)),
-      head_(std::move(models.value_head)) {
+      head_(std::move(models.value_head)),
+      group_(group ? std::move(group) : std::make_shared<dist::ProcessGroup>()) {
   if (!processor_ || model_.is_empty() || head_.is_empty())
     throw InputError("RewardTrainer", "needs a processor, a backbone and a value head");
   if (config_.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config_.train.num_threads));
@@ -182,7 +187,6 @@ RewardTrainer::RewardTrainer(RewardTrainConfig config, RewardModels models)
   model_->set_gradient_checkpointing(config_.train.gradient_checkpointing);
   trainable_.emplace_back(kWeightName, head_->weight);
   trainable_.emplace_back(kBiasName, head_->bias);
-  masters_ = std::make_unique<qwen::MasterWeights>(trainable_);
 }
 
 RewardTrainer::~RewardTrainer() = default;
@@ -209,42 +213,52 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
   total_steps_ = total_steps;
   warmup_steps_ = static_cast<int64_t>(std::ceil(static_cast<double>(total_steps) * warmup_ratio));
   // Each stage starts from the weights as exported (a rerun that skipped the earlier stages starts from those too).
-  masters_->reset_from_parameters();
-  optimizer_ = qwen::make_adamw(masters_->masters(),
-                                {learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay});
+  optimizer_ = std::make_unique<dist::DataParallelAdamW>(
+      trainable_, qwen::AdamWSettings{learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay},
+      *group_, dist::DataParallelSettings{t.data_parallel.shard_optimizer,
+                                          static_cast<int64_t>(t.data_parallel.bucket_mb * 1024 * 1024)});
 }
 
 RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {
   if (!optimizer_) throw std::logic_error("optimizer_step: begin_stage() first");
   if (micro_batches.empty()) throw std::invalid_argument("optimizer_step: no micro-batches");
+  for (const auto& batch : micro_batches)
+    if (batch.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
   qwen::clear_gradients(trainable_);
-  double loss_sum = 0, correct = 0, margin_sum = 0, chosen_sum = 0, rejected_sum = 0;
-  int64_t pairs = 0;
-  for (const auto& batch : micro_batches) {
-    if (batch.empty()) throw std::invalid_argument("optimizer_step: empty micro-batch");
+  // loss (sum of micro-batch means), correct pairs, margin, chosen and rejected reward sums, pairs
+  std::array<double, 6> sums{};
+  const auto world = static_cast<size_t>(group_->world_size());
+  for (size_t m = static_cast<size_t>(group_->rank()); m < micro_batches.size(); m += world) {
+    const auto& batch = micro_batches[m];
     auto [chosen, rejected] = score_pairs(batch);
     auto margin = chosen - rejected;
     auto loss = -torch::log_sigmoid(margin).mean();
     (loss * scale).backward();
-    loss_sum += loss.item<double>();
-    auto m = margin.detach().to(torch::kCPU, torch::kFloat64);
-    correct += m.gt(0).sum().item<double>();
-    margin_sum += m.sum().item<double>();
-    chosen_sum += chosen.detach().to(torch::kFloat64).sum().item<double>();
-    rejected_sum += rejected.detach().to(torch::kFloat64).sum().item<double>();
-    pairs += static_cast<int64_t>(batch.size());
+    sums[0] += loss.item<double>();
+    auto mg = margin.detach().to(torch::kCPU, torch::kFloat64);
+    sums[1] += mg.gt(0).sum().item<double>();
+    sums[2] += mg.sum().item<double>();
+    sums[3] += chosen.detach().to(torch::kFloat64).sum().item<double>();
+    sums[4] += rejected.detach().to(torch::kFloat64).sum().item<double>();
+    sums[5] += static_cast<double>(batch.size());
   }
   const double lr = learning_rate_ * cosine_schedule_factor(step_, warmup_steps_, total_steps_);
-  const double grad_norm = masters_->step(*optimizer_, config_.train.max_grad_norm, lr);
+  const double grad_norm = optimizer_->step(config_.train.max_grad_norm, lr);
   ++step_;
+  if (group_->distributed()) {
+    torch::Tensor total = torch::tensor(std::vector<double>(sums.begin(), sums.end()), torch::kFloat64).to(device_);
+    group_->all_reduce_sum(total);
+    total = total.cpu();
+    for (size_t i = 0; i < sums.size(); ++i) sums[i] = total[static_cast<int64_t>(i)].item<double>();
+  }
 
   RewardStepMetrics out;
   out.step = step_;
-  const double n = static_cast<double>(pairs);
-  out.values = {{"loss", loss_sum * scale},         {"accuracy", correct / n},
-                {"margin", margin_sum / n},         {"rewards/chosen", chosen_sum / n},
-                {"rewards/rejected", rejected_sum / n}, {"lr", lr},
+  const double n = sums[5];
+  out.values = {{"loss", sums[0] * scale},         {"accuracy", sums[1] / n},
+                {"margin", sums[2] / n},           {"rewards/chosen", sums[3] / n},
+                {"rewards/rejected", sums[4] / n}, {"lr", lr},
                 {"grad_norm", grad_norm}};
   return out;
 }
@@ -253,7 +267,10 @@ PairEvaluation RewardTrainer::evaluate(const std::vector<PreferenceRecord>& pair
   torch::NoGradGuard no_grad;
   PairEvaluation out;
   double loss_sum = 0;
-  for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
+  // Rank r scores batches r, r + W, …; the scores are then gathered in pair order.
+  const auto step = static_cast<size_t>(batch_size) * static_cast<size_t>(group_->world_size());
+  for (size_t start = static_cast<size_t>(batch_size) * static_cast<size_t>(group_->rank()); start < pairs.size();
+       start += step) {
     std::vector<const PreferenceRecord*> batch;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
       batch.push_back(&pairs[i]);
@@ -263,6 +280,30 @@ PairEvaluation RewardTrainer::evaluate(const std::vector<PreferenceRecord>& pair
     loss_sum += -torch::log_sigmoid(c - r).sum().item<double>();
     out.chosen.insert(out.chosen.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
     out.rejected.insert(out.rejected.end(), r.data_ptr<double>(), r.data_ptr<double>() + r.numel());
+  }
+  if (group_->distributed()) {
+    json mine{{"chosen", out.chosen}, {"rejected", out.rejected}};
+    const auto all = group_->all_gather_text(mine.dump());
+    std::vector<std::vector<double>> chosen, rejected;
+    for (const auto& text : all) {
+      const json part = json::parse(text);
+      chosen.push_back(part.at("chosen").get<std::vector<double>>());
+      rejected.push_back(part.at("rejected").get<std::vector<double>>());
+    }
+    out.chosen.clear();
+    out.rejected.clear();
+    loss_sum = 0;
+    // Batch k came from rank k mod W, as its (k div W)-th batch.
+    const auto world = static_cast<size_t>(group_->world_size()), b = static_cast<size_t>(batch_size);
+    for (size_t start = 0, k = 0; start < pairs.size(); start += b, ++k) {
+      const size_t rank = k % world, offset = (k / world) * b, count = std::min(b, pairs.size() - start);
+      for (size_t i = 0; i < count; ++i) {
+        const double c = chosen[rank].at(offset + i), r = rejected[rank].at(offset + i);
+        out.chosen.push_back(c);
+        out.rejected.push_back(r);
+        loss_sum += -torch::log_sigmoid(torch::tensor(c - r, torch::kFloat64)).item<double>();
+      }
+    }
   }
   out.pairs = static_cast<int64_t>(pairs.size());
   double correct = 0, margin = 0;
@@ -303,9 +344,13 @@ void RewardTrainer::load_model(const std::string& dir) {
 
 std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
   const fs::path out_dir(config_.output.dir);
-  fs::create_directories(out_dir);
-  for (const auto& entry : fs::directory_iterator(out_dir))  // left by a crash while exporting
-    if (entry.is_directory() && entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path());
+  const bool main_rank = group_->is_main();  // rank 0 alone writes; every rank reads
+  if (main_rank) {
+    fs::create_directories(out_dir);
+    for (const auto& entry : fs::directory_iterator(out_dir))  // left by a crash while exporting
+      if (entry.is_directory() && entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path());
+  }
+  group_->barrier();
 
   // Every stage's data is read up front, so a bad line fails the run before hours of training.
   std::vector<std::vector<PreferenceRecord>> data;
@@ -323,28 +368,30 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
   // metrics.jsonl keeps the lines of the stages this run does not redo; TensorBoard has one run per stage
   // (tensorboard/stage-N), and the redone stages' runs start afresh.
   std::unique_ptr<MetricsJsonl> metrics;
-  if (config_.output.jsonl)
+  if (config_.output.jsonl && main_rank)
     metrics = std::make_unique<MetricsJsonl>((out_dir / "metrics.jsonl").string(), [&](const json& line) {
       auto stage = line.find("stage");
       return stage != line.end() && stage->is_number_integer() && stage->get<int64_t>() <= static_cast<int64_t>(first);
     });
   auto tensorboard_dir = [&](size_t k) { return out_dir / "tensorboard" / fmt::format("stage-{}", k + 1); };
-  if (config_.output.tensorboard)
+  if (config_.output.tensorboard && main_rank)
     for (size_t k = first; k < config_.stages.size(); ++k) fs::remove_all(tensorboard_dir(k));
 
   for (size_t k = first; k < config_.stages.size(); ++k) {
     const auto& stage = config_.stages[k];
     const auto& pairs = data[k];
     const auto n = static_cast<int64_t>(pairs.size());
-    const int64_t bs = stage.batch_size, accumulation = config_.train.gradient_accumulation_steps;
+    // One optimizer step: gradient_accumulation_steps micro-batches on each rank.
+    const int64_t bs = stage.batch_size, accumulation = config_.train.gradient_accumulation_steps * group_->world_size();
     const int64_t micro_per_epoch = (n + bs - 1) / bs;
     const int64_t steps_per_epoch = (micro_per_epoch + accumulation - 1) / accumulation;
     begin_stage(stage.learning_rate, stage.warmup_ratio, steps_per_epoch * stage.epochs);
     const int64_t stage_number = static_cast<int64_t>(k + 1);
     std::unique_ptr<TensorBoardWriter> tensorboard;
-    if (config_.output.tensorboard) tensorboard = std::make_unique<TensorBoardWriter>(tensorboard_dir(k).string());
+    if (config_.output.tensorboard && main_rank)
+      tensorboard = std::make_unique<TensorBoardWriter>(tensorboard_dir(k).string());
     std::unique_ptr<ProgressBar> progress;
-    if (config_.output.progress)
+    if (config_.output.progress && main_rank)
       progress = std::make_unique<ProgressBar>(
           fmt::format("stage {}/{} {}", stage_number, config_.stages.size(), stage.name), total_steps_, "steps");
     for (int64_t epoch = 0; epoch < stage.epochs; ++epoch) {
@@ -386,21 +433,27 @@ std::string RewardTrainer::train(const RewardTrainCallbacks& callbacks) {
                                   : std::string("done"));
     if (evaluation && callbacks.on_eval) callbacks.on_eval(stage_number, *evaluation);
     const std::string final_dir = stage_dir(config_, k);
-    const std::string temp_dir = (out_dir / fmt::format(".tmp-stage-{}", k + 1)).string();
-    fs::remove_all(temp_dir);
-    export_model(temp_dir);
-    write_file_atomic((fs::path(temp_dir) / kDoneFile).string(), done.dump(2) + "\n");  // last: marks it complete
-    commit_directory(temp_dir, final_dir);
-    // Later stages trained from an older version of this one are stale now.
-    for (size_t later = k + 1; later < config_.stages.size(); ++later) fs::remove_all(stage_dir(config_, later));
+    if (main_rank) {
+      const std::string temp_dir = (out_dir / fmt::format(".tmp-stage-{}", k + 1)).string();
+      fs::remove_all(temp_dir);
+      export_model(temp_dir);
+      write_file_atomic((fs::path(temp_dir) / kDoneFile).string(), done.dump(2) + "\n");  // last: marks it complete
+      commit_directory(temp_dir, final_dir);
+      // Later stages trained from an older version of this one are stale now.
+      for (size_t later = k + 1; later < config_.stages.size(); ++later) fs::remove_all(stage_dir(config_, later));
+    }
+    group_->barrier();
     if (callbacks.on_stage_done) callbacks.on_stage_done(stage_number, final_dir);
   }
 
   const std::string final_dir = (out_dir / "final_model").string();
-  const std::string temp_dir = (out_dir / ".tmp-final_model").string();
-  fs::remove_all(temp_dir);
-  export_model(temp_dir);
-  commit_directory(temp_dir, final_dir);
+  if (main_rank) {
+    const std::string temp_dir = (out_dir / ".tmp-final_model").string();
+    fs::remove_all(temp_dir);
+    export_model(temp_dir);
+    commit_directory(temp_dir, final_dir);
+  }
+  group_->barrier();
   return final_dir;
 }
 

@@ -44,6 +44,8 @@
 #include <utility>
 #include <vector>
 
+#include "adapters/distributed/data_parallel_adamw.h"
+#include "adapters/distributed/process_group.h"
 #include "adapters/hf/qwen2_5_vl_processor.h"
 #include "adapters/qwen2_5_vl/lora.h"
 #include "adapters/qwen2_5_vl/model.h"
@@ -94,10 +96,13 @@ RewardModels load_reward_models(const RewardTrainConfig& config);
 class RewardTrainer {
  public:
   // Trains load_reward_models(config).
-  explicit RewardTrainer(RewardTrainConfig config);
+  explicit RewardTrainer(RewardTrainConfig config, std::shared_ptr<dist::ProcessGroup> group = nullptr);
   // Trains the given models (moved to model.device): applies the freeze switches. Exports take their tokenizer and
   // processor files from model.path.
-  RewardTrainer(RewardTrainConfig config, RewardModels models);
+  // `group`: the ranks of a data-parallel run (none: a single process). Rank r runs micro-batches r, r + W, … of
+  // every step (W ranks with accumulation k equal one process with accumulation W·k); rank 0 alone writes logs and
+  // exported directories; evaluation splits the batches over the ranks.
+  RewardTrainer(RewardTrainConfig config, RewardModels models, std::shared_ptr<dist::ProcessGroup> group = nullptr);
   ~RewardTrainer();
   RewardTrainer(const RewardTrainer&) = delete;
   RewardTrainer& operator=(const RewardTrainer&) = delete;
@@ -133,9 +138,9 @@ class RewardTrainer {
   qwen::Qwen2_5_VLModel model_{nullptr};
   ValueHead head_{nullptr};
   std::optional<qwen::LoraAdapters> adapters_;  // lora: in the config
-  std::unique_ptr<qwen::MasterWeights> masters_;  // float32 copies of bf16 trainable parameters
   std::vector<std::pair<std::string, torch::Tensor>> trainable_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<dist::DataParallelAdamW> optimizer_;  // the stage's AdamW, float32 masters, gradients over ranks
   double learning_rate_ = 0;
   int64_t step_ = 0, total_steps_ = 0, warmup_steps_ = 0;
 };

@@ -1,5 +1,7 @@
 #include "adapters/qwen2_5_vl/optimizer.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "adapters/qwen2_5_vl/pretrained.h"
@@ -43,13 +45,35 @@ void clear_gradients(const NamedParameters& trainable) {
   }
 }
 
+double squared_gradient_sum(const std::vector<torch::Tensor>& tensors) {
+  constexpr int64_t kSlice = int64_t{1} << 24;
+  torch::NoGradGuard no_grad;
+  torch::Tensor total;
+  for (const auto& t : tensors) {
+    if (!t.grad().defined()) continue;
+    const torch::Tensor flat = t.grad().reshape({-1});
+    for (int64_t begin = 0; begin < flat.numel(); begin += kSlice) {
+      const auto part = flat.slice(0, begin, std::min(flat.numel(), begin + kSlice)).to(torch::kFloat64).square().sum();
+      total = total.defined() ? total + part : part;
+    }
+  }
+  return total.defined() ? total.item<double>() : 0.0;
+}
+
 double clip_and_step(torch::optim::AdamW& optimizer, const NamedParameters& trainable, double max_grad_norm,
                      double lr) {
   std::vector<torch::Tensor> params;
   params.reserve(trainable.size());
   for (const auto& item : trainable) params.push_back(item.second);
-  const double max_norm = max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::infinity();
-  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  const double grad_norm = std::sqrt(squared_gradient_sum(params));
+  if (max_grad_norm > 0) {
+    const double coefficient = max_grad_norm / (grad_norm + 1e-6);
+    if (coefficient < 1.0) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : params)
+        if (p.grad().defined()) p.mutable_grad().mul_(coefficient);
+    }
+  }
   for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   optimizer.step();
   return grad_norm;

@@ -59,8 +59,15 @@ class MasterWeights {
   bool active_ = false;
 };
 
-// Clips the gradients' global L2 norm to max_grad_norm (<= 0: no clipping), sets every group's learning rate to
-// `lr` and steps. Returns the norm before clipping.
+// Σ g² over the tensors' gradients (those that have one), accumulated in float64 slice by slice (no float64 copy
+// of a large gradient). The global norm is its square root: exact to float64 rounding, and the same whether the
+// gradients are whole parameters or a sharded optimizer's slices of them (torch's float32 clip_grad_norm_ is off by
+// a few 1e-6 relative on large gradients, and by a different amount for every way of cutting them).
+double squared_gradient_sum(const std::vector<torch::Tensor>& tensors);
+
+// Clips the gradients' global L2 norm (squared_gradient_sum) to max_grad_norm (<= 0: no clipping) with
+// torch.nn.utils.clip_grad_norm_'s coefficient max_norm / (norm + 1e-6), sets every group's learning rate to `lr`
+// and steps. Returns the norm before clipping.
 double clip_and_step(torch::optim::AdamW& optimizer, const NamedParameters& trainable, double max_grad_norm,
                      double lr);
 

@@ -158,4 +158,20 @@ CheckpointingRules read_gradient_checkpointing(ConfigReader& train) {
   return rules;
 }
 
+DataParallelRules read_data_parallel(ConfigReader& train) {
+  DataParallelRules rules;
+  rules.shard_optimizer = train.optional<bool>("shard_optimizer", rules.shard_optimizer);
+  rules.bucket_mb = train.optional<double>("allreduce_bucket_mb", rules.bucket_mb);
+  if (!(rules.bucket_mb > 0)) train.fail("allreduce_bucket_mb", "must be > 0");
+  rules.timeout_s = train.optional<double>("collective_timeout_s", rules.timeout_s);
+  if (!(rules.timeout_s > 0)) train.fail("collective_timeout_s", "must be > 0 seconds");
+  return rules;
+}
+
+void data_parallel_to_json(const DataParallelRules& rules, nlohmann::json& train) {
+  train["shard_optimizer"] = rules.shard_optimizer;
+  train["allreduce_bucket_mb"] = rules.bucket_mb;
+  train["collective_timeout_s"] = rules.timeout_s;
+}
+
 }  // namespace vlreward::qwen

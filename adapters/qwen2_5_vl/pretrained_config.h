@@ -83,4 +83,16 @@ struct CheckpointingRules {
 CheckpointingRules read_gradient_checkpointing(ConfigReader& train);
 nlohmann::json checkpointing_to_json(const CheckpointingRules& rules);
 
+// How a data-parallel run (several ranks under torchrun) steps: `train.shard_optimizer` (ZeRO-1: each rank keeps
+// 1/world size of the float32 masters and AdamW state), `train.allreduce_bucket_mb` (gradients per collective),
+// `train.collective_timeout_s` (how long a rank waits for a peer before naming it as dead or hung).
+struct DataParallelRules {
+  bool shard_optimizer = false;
+  double bucket_mb = 25;
+  double timeout_s = 1800;
+};
+DataParallelRules read_data_parallel(ConfigReader& train);
+// The keys as read, merged into a normalised train section.
+void data_parallel_to_json(const DataParallelRules& rules, nlohmann::json& train);
+
 }  // namespace vlreward::qwen
