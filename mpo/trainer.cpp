@@ -516,6 +516,10 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
 
   fs::create_directories(config_.output.dir);
   if (config_.reference.precompute) precompute_reference(data, fingerprint);
+  if (group_->distributed())
+    std::fprintf(stderr, "mpo-train: rank %d of %d: optimizer state %lld bytes (%s)\n", group_->rank(),
+                 group_->world_size(), static_cast<long long>(optimizer_->state_bytes()),
+                 optimizer_->sharded() ? "sharded" : "whole");
   TrainLogger logger(log_options(config_, config_.output.jsonl, group_->is_main()), total, state_.global_step);
   run_schedule(data, fingerprint, [&](const StepMetrics& m) { logger.log_step(m.step, m.values); }, callbacks);
   const std::string final_dir = (fs::path(config_.output.dir) / "final_model").string();

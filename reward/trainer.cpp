@@ -217,6 +217,10 @@ void RewardTrainer::begin_stage(double learning_rate, double warmup_ratio, int64
       trainable_, qwen::AdamWSettings{learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay},
       *group_, dist::DataParallelSettings{t.data_parallel.shard_optimizer,
                                           static_cast<int64_t>(t.data_parallel.bucket_mb * 1024 * 1024)});
+  if (group_->distributed())
+    std::fprintf(stderr, "reward-train: rank %d of %d: optimizer state %lld bytes (%s)\n", group_->rank(),
+                 group_->world_size(), static_cast<long long>(optimizer_->state_bytes()),
+                 optimizer_->sharded() ? "sharded" : "whole");
 }
 
 RewardStepMetrics RewardTrainer::optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches) {

@@ -181,7 +181,7 @@ class SavedOptimizer {
 
 DataParallelAdamW::DataParallelAdamW(const qwen::NamedParameters& trainable, const qwen::AdamWSettings& adamw,
                                      ProcessGroup& group, const DataParallelSettings& settings)
-    : trainable_(trainable), group_(group), settings_(settings) {
+    : trainable_(trainable), group_(group), settings_(settings), adamw_settings_(adamw) {
   const int64_t world = group_.world_size();
   const int64_t cap = std::max<int64_t>(1, settings_.bucket_bytes / 4);
   for (size_t i = 0; i < trainable_.size(); ++i) {
@@ -206,8 +206,6 @@ DataParallelAdamW::DataParallelAdamW(const qwen::NamedParameters& trainable, con
     adamw_ = qwen::make_adamw(masters_->masters(), adamw);
     return;
   }
-  torch::NoGradGuard no_grad;
-  qwen::NamedParameters named_pieces;
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     const Bucket& b = buckets_[bi];
     const int64_t lo = group_.rank() * b.chunk, hi = lo + b.chunk;
@@ -221,15 +219,25 @@ DataParallelAdamW::DataParallelAdamW(const qwen::NamedParameters& trainable, con
       piece.length = end - begin;
       piece.bucket = bi;
       piece.chunk_offset = begin - lo;
-      const torch::Tensor slice = p.detach().view({-1}).slice(0, piece.param_offset, piece.param_offset + piece.length);
       // float32 parameters are their own masters (no copy); others get a float32 copy of the slice.
       piece.views_parameter = p.scalar_type() == torch::kFloat32;
-      piece.master = piece.views_parameter ? slice : slice.to(torch::kFloat32, false, /*copy=*/true);
-      named_pieces.emplace_back(name, piece.master);
       pieces_.push_back(std::move(piece));
     }
   }
-  if (!named_pieces.empty()) adamw_ = qwen::make_adamw(named_pieces, adamw);
+  make_piece_masters();
+}
+
+void DataParallelAdamW::make_piece_masters() {
+  torch::NoGradGuard no_grad;
+  qwen::NamedParameters named_pieces;
+  for (Piece& piece : pieces_) {
+    const auto& [name, p] = trainable_[piece.param];
+    const torch::Tensor slice = p.detach().view({-1}).slice(0, piece.param_offset, piece.param_offset + piece.length);
+    piece.master = piece.views_parameter ? slice : slice.to(torch::kFloat32, false, /*copy=*/true);
+    named_pieces.emplace_back(name, piece.master);
+  }
+  adamw_.reset();
+  if (!named_pieces.empty()) adamw_ = qwen::make_adamw(named_pieces, adamw_settings_);
 }
 
 DataParallelAdamW::~DataParallelAdamW() = default;
@@ -409,7 +417,10 @@ void DataParallelAdamW::load(const std::string& dir) {
   torch::NoGradGuard no_grad;
   const bool nothing_saved = saved.names().empty();  // saved before the first step of a float32 run
   // Masters start from the parameters just loaded; a checkpoint's float32 masters replace them where it has them.
-  reset_from_parameters();
+  // Loading may have given the parameters new storage (a view of the checkpoint file), so slices that are views are
+  // taken again, and the optimizer over them made anew (its state is installed below).
+  if (sharded()) make_piece_masters();
+  else reset_from_parameters();
   if (masters_) {
     for (size_t i = 0; i < trainable_.size(); ++i) {
       const auto& [name, master] = masters_->masters()[i];

@@ -73,10 +73,13 @@ class DataParallelAdamW {
   void all_reduce_gradients(const std::vector<bool>& has_grad);
   double sharded_step(double max_grad_norm, double lr);
   void gather_parameters();  // sharded: every rank's slices into every rank's parameters
+  // Sharded: each piece's master (a view of its float32 parameter, else a float32 copy) and AdamW over them.
+  void make_piece_masters();
 
   qwen::NamedParameters trainable_;
   ProcessGroup& group_;
   DataParallelSettings settings_;
+  qwen::AdamWSettings adamw_settings_;
   std::vector<Bucket> buckets_;
   std::vector<Piece> pieces_;                     // sharded: this rank's slices
   std::unique_ptr<qwen::MasterWeights> masters_;  // unsharded

@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "adapters/distributed/nccl_backend.h"
 #include "adapters/distributed/store_backend.h"
@@ -15,6 +18,7 @@
 namespace vlreward::dist {
 
 struct ProcessGroup::Backend {
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
@@ -34,7 +38,22 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work, int rank) {
 }  // namespace
 
 ProcessGroup::ProcessGroup() = default;
-ProcessGroup::~ProcessGroup() = default;
+ProcessGroup::~ProcessGroup() {
+  // Rank 0 serves the store (unless torchrun's agent does): on a normal exit it leaves last, after every peer's last
+  // store operation, so no peer loses the store mid-collective. Unwinding from an error it leaves at once: peers
+  // waiting on it then fail fast with a lost-store error instead of waiting out the timeout.
+  if (!backend_ || env_.agent_store || std::uncaught_exceptions() > 0) return;
+  try {
+    if (!is_main()) {
+      backend_->store->add("exit", 1);
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::min(timeout_, std::chrono::milliseconds(60000));
+    while (backend_->store->add("exit", 0) < world_size() - 1 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } catch (const std::exception&) {  // a peer's store is already gone: nothing left to wait for
+  }
+}
 
 ProcessGroup::ProcessGroup(const LaunchEnvironment& env, c10::Device device, std::chrono::milliseconds timeout)
     : env_(env), device_(device), timeout_(timeout) {
@@ -54,6 +73,7 @@ ProcessGroup::ProcessGroup(const LaunchEnvironment& env, c10::Device device, std
   }
   store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("vlreward/attempt_{}", env_.restart_count), store);
   backend_ = std::make_unique<Backend>();
+  backend_->store = store;
   if (device_.is_cuda()) backend_->backend = make_nccl_backend(store, env_.rank, env_.world_size, timeout_);
   else backend_->backend = c10::make_intrusive<StoreBackend>(store, env_.rank, env_.world_size, timeout_);
   barrier();  // every rank is there before the first real collective
