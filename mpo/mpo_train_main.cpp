@@ -49,11 +49,9 @@ static int mpo_train(int argc, char** argv) {
   // Under torchrun: this rank's place in the run (a single process otherwise).
   auto group = vlreward::dist::join_launch_group(config.model.device, config.train.data_parallel.timeout_s);
   if (config.online) {
-    if (group->distributed())
-      throw vlreward::InputError("online", "online MPO runs in one process for now (launch it without torchrun)");
     std::optional<std::string> resume;
     if (vm.count("resume")) resume = vm["resume"].as<std::string>();
-    vlreward::mpo::run_online(config, resume);
+    vlreward::mpo::run_online(config, resume, nullptr, {}, group);
     return 0;
   }
 

@@ -108,8 +108,12 @@ std::map<std::string, double> round_training_means(const std::string& metrics_pa
 }
 
 // Samples, scores and pairs round r; writes pairs.jsonl then stats.json (atomically, in that order).
+// Across ranks: rank r samples prompts r, r + W, … (each response's generator is seeded by its prompt and index, so
+// the responses are those one process samples); rank 0 gathers them, scores, pairs and writes the files, and the
+// other ranks read the statistics back once it has.
 PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std::vector<PromptRecord>& prompts,
-                      const std::string& image_root, RewardBackend& reward, int64_t round, const std::string& dir) {
+                      const std::string& image_root, RewardBackend* reward, int64_t round, const std::string& dir,
+                      dist::ProcessGroup& group) {
   const auto& on = *config.online;
   RolloutOptions rollout;
   rollout.sampling.greedy = on.temperature == 0;
@@ -119,27 +123,49 @@ PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std:
   rollout.sampling.max_new_tokens = on.max_new_tokens;
   rollout.sampling.seed = on.seed + static_cast<uint64_t>(round);
   rollout.batch_size = on.batch_size;
+  const auto world = static_cast<size_t>(group.world_size());
+  std::vector<PromptRecord> mine;
+  for (size_t i = static_cast<size_t>(group.rank()); i < prompts.size(); i += world) mine.push_back(prompts[i]);
   std::unique_ptr<ProgressBar> progress;
   const int64_t rows = static_cast<int64_t>(prompts.size()) * on.samples_per_prompt;
-  if (config.output.progress) progress = std::make_unique<ProgressBar>(fmt::format("round {} sample", round), rows, "responses");
+  if (config.output.progress && group.is_main())
+    progress = std::make_unique<ProgressBar>(fmt::format("round {} sample", round),
+                                             static_cast<int64_t>(mine.size()) * on.samples_per_prompt, "responses");
   int64_t reported = 0;
-  const auto sampled = sample_responses(trainer.policy(), trainer.processor(), prompts, on.samples_per_prompt, rollout,
+  const auto sampled = sample_responses(trainer.policy(), trainer.processor(), mine, on.samples_per_prompt, rollout,
                                         [&](int64_t done, int64_t) {
                                           if (progress) progress->advance(done - reported);
                                           reported = done;
                                         });
   if (progress) progress->finish();
-  std::vector<std::vector<std::string>> texts(sampled.size());
-  int64_t tokens = 0, stopped = 0;
-  for (size_t i = 0; i < sampled.size(); ++i)
-    for (const auto& response : sampled[i]) {
-      texts[i].push_back(response.text);
-      tokens += static_cast<int64_t>(response.tokens.size());
-      stopped += response.stopped ? 1 : 0;
+  json local{{"texts", json::array()}, {"tokens", 0}, {"stopped", 0}};
+  for (const auto& responses : sampled) {
+    json row = json::array();
+    for (const auto& response : responses) {
+      row.push_back(response.text);
+      local["tokens"] = local["tokens"].get<int64_t>() + static_cast<int64_t>(response.tokens.size());
+      local["stopped"] = local["stopped"].get<int64_t>() + (response.stopped ? 1 : 0);
     }
+    local["texts"].push_back(row);
+  }
+  const auto parts = group.all_gather_text(local.dump());
+  if (!group.is_main()) {
+    group.barrier();  // rank 0 writes the round's files
+    const std::string stats_path = path_in(dir, kStatsFile);
+    return stats_from_json(parse_json_file(stats_path), stats_path);
+  }
+  std::vector<std::vector<std::string>> texts(prompts.size());
+  int64_t tokens = 0, stopped = 0;
+  for (size_t r = 0; r < parts.size(); ++r) {
+    const json part = json::parse(parts[r]);
+    tokens += part.at("tokens").get<int64_t>();
+    stopped += part.at("stopped").get<int64_t>();
+    const auto& rows_of_rank = part.at("texts");
+    for (size_t k = 0; k < rows_of_rank.size(); ++k) texts[r + k * world] = rows_of_rank[k].get<std::vector<std::string>>();
+  }
   PairOptions options = on.pairs;
   options.seed = on.seed + static_cast<uint64_t>(round);
-  BuiltPairs built = build_pairs(prompts, texts, reward, options, on.reward_batch_size);
+  BuiltPairs built = build_pairs(prompts, texts, *reward, options, on.reward_batch_size);
 
   fs::create_directories(dir);
   const std::string pairs_path = path_in(dir, kPairsFile);
@@ -150,9 +176,10 @@ PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std:
   stats["sampling"] = {{"seed", rollout.sampling.seed},
                        {"mean_tokens", rows > 0 ? static_cast<double>(tokens) / static_cast<double>(rows) : 0.0},
                        {"stopped_fraction", rows > 0 ? static_cast<double>(stopped) / static_cast<double>(rows) : 0.0}};
-  stats["reward_backend"] = reward.name();
+  stats["reward_backend"] = reward->name();
   stats["image_root"] = image_root;  // relative image references in pairs.jsonl are relative to it
   write_file_atomic(path_in(dir, kStatsFile), stats.dump(2) + "\n");
+  group.barrier();
   return built.stats;
 }
 
@@ -163,12 +190,14 @@ std::string round_dir(const std::string& output_dir, int64_t round) {
 }
 
 OnlineResult run_online(const TrainConfig& config, const std::optional<std::string>& resume, RewardBackend* reward,
-                        const OnlineHooks& hooks) {
+                        const OnlineHooks& hooks, std::shared_ptr<dist::ProcessGroup> group) {
   if (!config.online) throw std::invalid_argument("run_online: the config has no online section");
+  if (!group) group = std::make_shared<dist::ProcessGroup>();
+  const bool main_rank = group->is_main();  // rank 0 scores, pairs and writes; every rank samples and trains
   const auto& on = *config.online;
   const std::string& output = config.output.dir;
   std::unique_ptr<RewardBackend> owned;
-  if (reward == nullptr) {  // first: a bad reward config fails before any model is loaded
+  if (reward == nullptr && main_rank) {  // first: a bad reward config fails before any model is loaded
     owned = make_reward_backend(config.reward);
     reward = owned.get();
   }
@@ -184,9 +213,11 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
     throw InputError(output, "already holds an online run (round-*/ or checkpoints): pass --resume auto to continue it, "
                              "or choose another --output-dir");
   }
-  fs::create_directories(output);
+  group->barrier();  // every rank has looked at the directory before rank 0 writes into it
+  if (main_rank) fs::create_directories(output);
+  group->barrier();
 
-  MpoTrainer trainer(config);
+  MpoTrainer trainer(config, group);
   if (checkpoint) {
     const int64_t round = checkpoint_round(*checkpoint);
     if (round < 0)
@@ -202,7 +233,7 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
 
   std::string metrics_path;
   std::unique_ptr<MetricsJsonl> metrics;
-  if (config.output.jsonl) {
+  if (config.output.jsonl && main_rank) {
     metrics_path = path_in(output, "metrics.jsonl");
     const int64_t resume_step = trainer.state().global_step;
     metrics = std::make_unique<MetricsJsonl>(metrics_path, [&](const json& line) {
@@ -216,7 +247,8 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
     });
   }
   std::unique_ptr<TensorBoardWriter> tensorboard;
-  if (config.output.tensorboard) tensorboard = std::make_unique<TensorBoardWriter>(path_in(output, "tensorboard"));
+  if (config.output.tensorboard && main_rank)
+    tensorboard = std::make_unique<TensorBoardWriter>(path_in(output, "tensorboard"));
 
   // Console name of a round: its directory and its place in the run, "round-0 (1/2)".
   auto label = [&](int64_t round) { return fmt::format("round-{} ({}/{})", round, round + 1, on.rounds); };
@@ -244,7 +276,7 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
       stats = stats_from_json(parse_json_file(stats_path), stats_path);
       std::fprintf(stderr, "mpo-train: %s: reusing the pairs in %s\n", label(round).c_str(), pairs_path.c_str());
     } else {
-      stats = build_round(trainer, config, prompts, image_root, *reward, round, dir);
+      stats = build_round(trainer, config, prompts, image_root, reward, round, dir, *group);
     }
     std::fprintf(stderr, "mpo-train: %s pairs: %s\n", label(round).c_str(), stats.summary().c_str());
 
@@ -275,17 +307,22 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
                  label(round).c_str(),
                  static_cast<long long>(summary["train/steps"]), summary["train/loss_first"], summary["train/loss_last"],
                  static_cast<long long>(step));
-    write_file_atomic(path_in(dir, kDoneFile),
-                      json{{"round", round}, {"global_step", step}, {"pairs", stats.pairs}}.dump() + "\n");
+    if (main_rank)
+      write_file_atomic(path_in(dir, kDoneFile),
+                        json{{"round", round}, {"global_step", step}, {"pairs", stats.pairs}}.dump() + "\n");
+    group->barrier();
     ++result.rounds_trained;
     if (hooks.on_round_done) hooks.on_round_done(round, stats);
   }
 
   const std::string final_dir = path_in(output, "final_model");
-  const std::string temp_dir = path_in(output, ".tmp-final_model");
-  fs::remove_all(temp_dir);
-  trainer.export_policy(temp_dir);
-  commit_directory(temp_dir, final_dir);
+  if (main_rank) {
+    const std::string temp_dir = path_in(output, ".tmp-final_model");
+    fs::remove_all(temp_dir);
+    trainer.export_policy(temp_dir);
+    commit_directory(temp_dir, final_dir);
+  }
+  group->barrier();
   std::fprintf(stderr, "mpo-train: %lld rounds (%lld skipped), %lld steps; final policy in %s\n",
                static_cast<long long>(on.rounds), static_cast<long long>(result.rounds_skipped),
                static_cast<long long>(trainer.state().global_step), final_dir.c_str());

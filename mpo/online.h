@@ -49,9 +49,14 @@ struct OnlineResult {
 
 // `resume`: nullopt = a fresh run (refused if the output dir already holds rounds or checkpoints), "auto" or a
 // checkpoint dir. `reward`: the backend to score with; null = created from config.reward through the registry.
+// `group`: the ranks of a data-parallel run (none: one process). Every rank samples its share of the prompts
+// (prompts r, r + W, …) and trains (MpoTrainer's data parallelism); rank 0 alone holds the reward backend, scores
+// every response, builds the pairs and writes the run's files. The pairs are those one process builds, so W ranks
+// with accumulation k repeat one process with accumulation W·k.
 // Throws InputError / ConfigError naming the file or key at fault.
 OnlineResult run_online(const TrainConfig& config, const std::optional<std::string>& resume,
-                        RewardBackend* reward = nullptr, const OnlineHooks& hooks = {});
+                        RewardBackend* reward = nullptr, const OnlineHooks& hooks = {},
+                        std::shared_ptr<dist::ProcessGroup> group = nullptr);
 
 // <output>/round-<r>
 std::string round_dir(const std::string& output_dir, int64_t round);

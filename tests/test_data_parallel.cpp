@@ -291,6 +291,29 @@ TEST(MpoDataParallelFaults, AKilledRankIsNamedAndTheRunResumes) {
   EXPECT_EQ(weights_difference(dir / "whole/final_model", dir / "killed/final_model"), 0.0);
 }
 
+TEST(MpoDataParallelOnline, OneRoundOnTwoRanksEqualsOneProcess) {
+  // Each rank samples half the prompts (responses are seeded per prompt and sample), rank 0 scores and pairs them,
+  // both train: the same pairs file, metrics and weights as one process with twice the accumulation.
+  TempDir dir("vlreward_dp");
+  const std::vector<std::string> args{"--config", "configs/mpo_online_tiny.yaml", "output.progress=false",
+                                      "output.tensorboard=false", "train.num_threads=1", "online.rounds=1",
+                                      "train.batch_size=1"};
+  ASSERT_EQ(run_ranks(MPO_TRAIN_BIN, 1, with(args, {"train.gradient_accumulation_steps=2", "--output-dir", dir / "one"}),
+                      dir / "one.log"),
+            std::vector<int>({0}))
+      << read_text(dir / "one.log.rank0");
+  ASSERT_EQ(run_ranks(MPO_TRAIN_BIN, 2, with(args, {"train.shard_optimizer=true", "--output-dir", dir / "two"}),
+                      dir / "two.log"),
+            std::vector<int>({0, 0}))
+      << read_text(dir / "two.log.rank0") << read_text(dir / "two.log.rank1");
+  EXPECT_EQ(read_text(dir / "one/round-0/pairs.jsonl"), read_text(dir / "two/round-0/pairs.jsonl"));
+  const double metrics = metrics_difference(dir / "one/metrics.jsonl", dir / "two/metrics.jsonl");
+  const double weights = weights_difference(dir / "one/final_model", dir / "two/final_model");
+  std::printf("[data parallel] online round: metrics max rel %.2e, weights max rel %.2e\n", metrics, weights);
+  EXPECT_LE(metrics, 1e-6);
+  EXPECT_LE(weights, 1e-6);
+}
+
 TEST(RewardDataParallel, TwoRanksEqualOneProcessWithTwiceTheAccumulation) {
   TempDir dir("vlreward_dp");
   const std::vector<std::string> args{"--config",        "configs/reward_train_tiny.yaml", "output.progress=false",
