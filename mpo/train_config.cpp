@@ -258,6 +258,7 @@ qwen::TrainingSetup TrainConfig::memory_setup() const {
   qwen::TrainingSetup s = qwen::training_setup(model, lora, freeze, train.gradient_checkpointing);
   s.reference_copy = uses_reference_model() && !reference.precompute;
   s.logprob_chunk = train.logprob_chunk_size;
+  s.shard_optimizer = train.data_parallel.shard_optimizer;
   return s;
 }
 

@@ -182,6 +182,7 @@ json RewardTrainConfig::to_json() const {
 qwen::TrainingSetup RewardTrainConfig::memory_setup() const {
   qwen::TrainingSetup s = qwen::training_setup(model, lora, freeze, train.gradient_checkpointing);
   s.lm_head_logits = false;
+  s.shard_optimizer = train.data_parallel.shard_optimizer;
   return s;
 }
 

@@ -116,7 +116,11 @@ MemoryPlan plan_training_memory(const Qwen2_5_VLConfig& config, const TrainingSe
   const int64_t trainable_bytes = setup.lora ? 4 : a;
   p.trainable = setup.lora ? p.parameters.trainable * 4 : 0;
   p.gradients = p.parameters.trainable * trainable_bytes;
-  p.optimizer = 2 * p.parameters.trainable * trainable_bytes;
+  // AdamW steps float32 (masters of bf16 parameters, moments in the masters' dtype); ZeRO-1 cuts both into slices.
+  const int64_t optimizer_bytes = 8 + (trainable_bytes == 4 ? 0 : 4);
+  const int64_t shards = setup.shard_optimizer ? std::max<int64_t>(1, setup.world_size) : 1;
+  p.optimizer = (p.parameters.trainable * optimizer_bytes + shards - 1) / shards;
+  p.optimizer_shards = shards;
 
   // Which parts record a graph.
   const LoraSettings s = setup.lora.value_or(LoraSettings{});
@@ -210,13 +214,14 @@ std::string format_memory_plan(const MemoryPlan& p, const MicroBatchShape& shape
       "  reference copy                  {:9.2f} GiB\n"
       "  trainable adapters (float32)    {:9.2f} GiB\n"
       "  gradients                       {:9.2f} GiB\n"
-      "  AdamW state                     {:9.2f} GiB\n"
+      "  AdamW state + float32 masters   {:9.2f} GiB{}\n"
       "  activations                     {:9.2f} GiB  (without checkpointing {:.2f}, with {:.2f})\n"
       "  largest transient buffer        {:9.2f} GiB\n"
       "  total                           {:9.2f} GiB\n",
       static_cast<double>(p.parameters.total) / 1e9, static_cast<double>(p.parameters.trainable) / 1e9, shape.rows,
       shape.tokens, shape.image_patches, shape.completion_tokens, gib(p.weights), gib(p.reference), gib(p.trainable),
-      gib(p.gradients), gib(p.optimizer), gib(p.activations), gib(p.activations_without_checkpointing),
+      gib(p.gradients), gib(p.optimizer), p.optimizer_shards > 1 ? fmt::format("  (1/{} of it: sharded)", p.optimizer_shards) : "",
+      gib(p.activations), gib(p.activations_without_checkpointing),
       gib(p.activations_with_checkpointing), gib(p.transient), gib(p.total()));
   if (budget_bytes > 0)
     out += fmt::format("fits in {:.1f} GiB: {}; largest micro-batch that fits: {} example(s)\n", gib(budget_bytes),
@@ -234,12 +239,18 @@ void add_memory_plan_options(boost::program_options::options_description& option
                                                                  "tokens and completion)")
       ("plan-completion-tokens", po::value<int64_t>()->default_value(512), "with --plan: completion tokens per sequence")
       ("plan-image-pixels", po::value<int64_t>()->default_value(448 * 448), "with --plan: image pixels per sequence "
-                                                                            "(0: text only)");
+                                                                            "(0: text only)")
+      ("plan-world-size", po::value<int64_t>()->default_value(1), "with --plan: data-parallel ranks (one device each); "
+                                                                  "with train.shard_optimizer the optimizer state is "
+                                                                  "split over them");
 }
 
 std::string memory_plan_for_options(const boost::program_options::variables_map& vm, const std::string& model_path,
-                                    const TrainingSetup& setup, int64_t examples_per_micro_batch,
+                                    const TrainingSetup& given_setup, int64_t examples_per_micro_batch,
                                     int64_t rows_per_example) {
+  TrainingSetup setup = given_setup;
+  setup.world_size = vm["plan-world-size"].as<int64_t>();
+  if (setup.world_size < 1) throw InputError("--plan-world-size", "must be >= 1");
   const auto config = Qwen2_5_VLConfig::load((std::filesystem::path(model_path) / "config.json").string());
   MicroBatchShape shape;
   shape.rows = rows_per_example * examples_per_micro_batch;

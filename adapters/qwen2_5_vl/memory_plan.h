@@ -33,6 +33,8 @@ struct TrainingSetup {
   CheckpointingRules checkpointing;
   int64_t logprob_chunk = 256;
   bool lm_head_logits = true;   // MPO's log-probs; a reward model reads one hidden state through its value head
+  int64_t world_size = 1;       // data-parallel ranks, one device each
+  bool shard_optimizer = false; // ZeRO-1: each rank keeps 1/world_size of the masters and AdamW state
 };
 
 // The setup a trainer's sections describe (the rest keeps its defaults): parameter bytes from model.dtype.
@@ -64,7 +66,9 @@ struct MemoryPlan {
   int64_t reference = 0;   // a frozen copy, when the setup has one
   int64_t trainable = 0;   // adapters (float32) — included in weights for full fine-tuning
   int64_t gradients = 0;
-  int64_t optimizer = 0;   // AdamW's two moments, in the trainable parameters' dtype
+  int64_t optimizer = 0;   // AdamW's two float32 moments, plus float32 masters of parameters that are not float32;
+                           // divided over the ranks when sharded
+  int64_t optimizer_shards = 1;
   int64_t activations = 0;               // kept for the backward pass, under the setup's checkpointing
   int64_t activations_without_checkpointing = 0;
   int64_t activations_with_checkpointing = 0;
@@ -86,7 +90,7 @@ std::string format_memory_plan(const MemoryPlan& plan, const MicroBatchShape& sh
                                int64_t largest_pairs);
 
 // The trainers' command-line side: --plan, --plan-gpu-memory, --plan-tokens, --plan-completion-tokens,
-// --plan-image-pixels; and the plan those options ask for, as text, for the checkpoint at `model_path` trained with
+// --plan-image-pixels, --plan-world-size (ranks sharing a sharded optimizer's state); and the plan those options ask for, as text, for the checkpoint at `model_path` trained with
 // `setup` at `examples_per_micro_batch` examples of `rows_per_example` rows. InputError naming the option for a bad
 // value.
 void add_memory_plan_options(boost::program_options::options_description& options);
