@@ -17,7 +17,7 @@ void add_reward_options(po::options_description& options) {
       ("set", po::value<std::vector<std::string>>()->composing(), "override a config key: --set key.path=value");
 }
 
-nlohmann::json reward_config_from(const po::variables_map& vm) {
+nlohmann::json reward_config_from(const po::variables_map& vm, bool apply_sets) {
   nlohmann::json config;
   if (vm.count("reward") && vm.count("model")) throw InputError("--reward/--model", "give one of them, not both");
   if (vm.count("reward")) {
@@ -30,7 +30,7 @@ nlohmann::json reward_config_from(const po::variables_map& vm) {
   } else {
     throw InputError("options", "a reward backend is required: --reward CONFIG or --model DIR");
   }
-  if (vm.count("set"))
+  if (apply_sets && vm.count("set"))
     for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) apply_override(config, assignment);
   return config;
 }

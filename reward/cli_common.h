@@ -14,7 +14,8 @@ namespace vlreward {
 void add_reward_options(boost::program_options::options_description& options);
 
 // The backend config from the parsed options: --reward FILE (YAML/JSON {"type": ...}), or --model DIR as a
-// shortcut for {"type": "skywork_vl", "model": DIR, ...}; then each --set key.path=value.
-nlohmann::json reward_config_from(const boost::program_options::variables_map& vm);
+// shortcut for {"type": "skywork_vl", "model": DIR, ...}; then each --set key.path=value (unless `apply_sets` is
+// false: reward-serve routes them between its own config and the backend's).
+nlohmann::json reward_config_from(const boost::program_options::variables_map& vm, bool apply_sets = true);
 
 }  // namespace vlreward

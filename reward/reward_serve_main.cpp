@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <fmt/format.h>
 #include <google/protobuf/stubs/logging.h>
 
 #include "adapters/common/config_file.h"
@@ -31,7 +32,11 @@ static int reward_serve(int argc, char** argv) {
       ("max-batch-size", po::value<int64_t>(), "samples per backend call")
       ("max-batch-tokens", po::value<int64_t>(), "estimated tokens per backend call")
       ("max-wait-ms", po::value<int64_t>(), "how long a sample waits for a fuller batch")
-      ("max-queue", po::value<int64_t>(), "queued samples before 503");
+      ("max-queue", po::value<int64_t>(), "queued samples before 503")
+      ("prompts", po::value<std::string>(), "training prompts with their images (JSONL): requests with image "
+                                            "placeholders but no images get their prompt's images")
+      ("allow-network", po::value<std::vector<std::string>>()->composing(),
+       "a client network (CIDR, repeatable) served without a token, for engines that send no headers");
   vlreward::add_reward_options(options);
   po::variables_map vm;
   if (!vlreward::parse_command_line(argc, argv, options, vm)) return 0;
@@ -43,11 +48,15 @@ static int reward_serve(int argc, char** argv) {
     backend_json = server_json["reward"];
     server_json.erase("reward");
   }
-  if (vm.count("reward") || vm.count("model") || backend_json.is_null()) {
-    backend_json = vlreward::reward_config_from(vm);
-  } else if (vm.count("set")) {
-    for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) vlreward::apply_override(backend_json, assignment);
-  }
+  // --set reaches both configs: server keys (limits.*, batching.*, host, ...) the server's, the rest the backend's.
+  std::vector<std::string> backend_sets;
+  if (vm.count("set"))
+    for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) {
+      if (vlreward::is_server_config_key(assignment)) vlreward::apply_override(server_json, assignment);
+      else backend_sets.push_back(assignment);
+    }
+  if (vm.count("reward") || vm.count("model") || backend_json.is_null()) backend_json = vlreward::reward_config_from(vm, false);
+  for (const auto& assignment : backend_sets) vlreward::apply_override(backend_json, assignment);
   auto config = vlreward::parse_server_config(server_json, vm.count("config") ? vm["config"].as<std::string>() : "server");
   if (vm.count("host")) config.host = vm["host"].as<std::string>();
   if (vm.count("port")) config.http_port = vm["port"].as<int>();
@@ -59,6 +68,9 @@ static int reward_serve(int argc, char** argv) {
   if (vm.count("max-batch-tokens")) config.batching.max_batch_tokens = vm["max-batch-tokens"].as<int64_t>();
   if (vm.count("max-wait-ms")) config.batching.max_wait_ms = vm["max-wait-ms"].as<int64_t>();
   if (vm.count("max-queue")) config.batching.max_queue = vm["max-queue"].as<int64_t>();
+  if (vm.count("prompts")) config.prompts = vm["prompts"].as<std::string>();
+  if (vm.count("allow-network"))
+    for (const auto& network : vm["allow-network"].as<std::vector<std::string>>()) config.allow_networks.push_back(network);
   // Tokens never travel on the command line (visible in ps): a file or the environment.
   if (vm.count("auth-token-file")) config.auth_token = vlreward::read_token_file(vm["auth-token-file"].as<std::string>());
   if (const char* env = std::getenv("VLREWARD_SERVE_TOKEN"); env != nullptr && *env != '\0' && config.auth_token.empty())
@@ -75,9 +87,13 @@ static int reward_serve(int argc, char** argv) {
   vlreward::RewardServer server(config, *backend);
   server.stop_on_signals();
   server.start();
-  std::fprintf(stderr, "reward-serve: backend %s; HTTP %s:%u; binary %s:%u; auth %s\n", backend->name().c_str(),
-               config.host.c_str(), server.http_port(), config.host.c_str(), server.binary_port(),
-               config.auth_token.empty() ? "off" : "bearer token");
+  const std::string binary =
+      config.binary_port < 0 ? std::string("off") : fmt::format("{}:{}", config.host, server.binary_port());
+  std::string auth = config.auth_token.empty() ? "off" : "bearer token";
+  if (!config.allow_networks.empty()) auth += fmt::format(" or {} allowed network(s)", config.allow_networks.size());
+  std::fprintf(stderr, "reward-serve: backend %s; HTTP %s:%u; binary %s; auth %s%s\n", backend->name().c_str(),
+               config.host.c_str(), server.http_port(), binary.c_str(), auth.c_str(),
+               config.prompts.empty() ? "" : ("; prompt images from " + config.prompts).c_str());
   server.wait();
   std::fprintf(stderr, "reward-serve: stopped\n");
   return 0;

@@ -28,11 +28,14 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/fake_reward_backend.h"
+#include "tests/test_support.h"
 #include "plugin/wire/base64.h"
 #include "adapters/common/error.h"
 #include "adapters/hf/byte_level.h"
 #include "adapters/server/batcher.h"
 #include "adapters/server/chatml.h"
+#include "adapters/server/client_networks.h"
+#include "adapters/server/prompt_images.h"
 #include "adapters/server/frame_codec.h"
 #include "adapters/server/request_decoding.h"
 #include "adapters/server/reward_server.h"
@@ -319,6 +322,7 @@ struct HostileServer {
     c.limits.max_image_pixels = 4096 * 4096;
     c.limits.max_image_bytes = 1 << 20;
     c.limits.max_text_bytes = 64 << 10;
+    c.limits.max_request_pixels = 256ull << 20;  // 16 images at the per-image limit
     server.emplace(c);
   }
   ~HostileServer() {

@@ -99,6 +99,77 @@ TEST(ServerRoutes, GetRewardInOpenRlhfShapeReRendersChatMl) {
   EXPECT_EQ(first.reference.value(), "3");
 }
 
+TEST(ServerRoutes, StockClientsWithoutImagesGetTheirPromptsImages) {
+  // OpenRLHF's /get_reward and verl's /classify send chat-templated text with image pads but no pixels; with the
+  // training prompts loaded the server attaches each prompt's images.
+  vlreward::test_support::TempDir dir("vlreward_prompts");
+  std::ofstream(dir / "apples.png", std::ios::binary) << tiny_png();
+  auto config = test_config();
+  config.prompts = dir.write("train.jsonl", R"({"prompt": [{"role": "user", "content": "<image>How many apples?"}], )"
+                                            R"("images": ["apples.png"], "reward_model": {"ground_truth": "3"}})" "\n");
+  RunningServer s(config);
+  HttpClient client(s.http());
+  const std::string prompt = "<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|><|vision_end|>How many "
+                             "apples?<|im_end|>\n<|im_start|>assistant\n";
+  auto reply = client.post("/get_reward", json{{"query", {prompt + "Three.<|im_end|>"}}, {"prompts", {prompt}}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(reply.body_json()["extra_logs"]["images"], json({1.0}));
+  reply = client.post("/classify", json{{"model", "m"}, {"input", prompt + "Four."}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  {
+    std::lock_guard<std::mutex> lock(s.backend.mutex);
+    ASSERT_EQ(s.backend.seen.size(), 2u);
+    for (const auto& seen : s.backend.seen) EXPECT_EQ(seen.turns[0].content[0].image.bytes, tiny_png());
+  }
+  // A prompt the file does not have is a 400 naming the query.
+  const std::string other = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Who?<|im_end|>\n"
+                            "<|im_start|>assistant\nMe.";
+  reply = client.post("/get_reward", json{{"query", {other}}});
+  EXPECT_EQ(reply.status, 400);
+  EXPECT_NE(reply.error_message().find("query[0]: has image placeholders but no images"), std::string::npos) << reply.body;
+  // OpenAI-style image_url parts on /v1/score.
+  json sample = {{"id", "u"}, {"response", "r"},
+                 {"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"},
+                                                               {"image_url", {{"url", "data:image/png;base64," +
+                                                                                          base64_encode(tiny_png())}}}},
+                                                              {{"type", "text"}, {"text", "What?"}}}}}}}};
+  reply = client.post("/v1/score", json{{"samples", {sample}}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+}
+
+TEST(ServerAuth, AllowedNetworksNeedNoTokenOthersDo) {
+  auto config = test_config();
+  config.auth_token = "a-token-long-enough-0123";
+  config.allow_networks = {"127.0.0.0/8"};
+  {
+    RunningServer s(config);
+    HttpClient client(s.http());  // no token, from loopback: allowed
+    EXPECT_EQ(client.post("/v1/score", json{{"samples", {score_sample("a", "r")}}}).status, 200);
+    BinaryClient binary(s.binary());
+    serve::ScoreRequest request;
+    *request.add_samples() = proto_sample("b", "Q", "r");
+    auto answer = binary.call(request);
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->results_size(), 1);
+  }
+  config.allow_networks = {"10.0.0.0/8"};
+  {
+    RunningServer s(config);
+    HttpClient anonymous(s.http());
+    EXPECT_EQ(anonymous.post("/v1/score", json{{"samples", {score_sample("a", "r")}}}).status, 401);
+    HttpClient with_token(s.http(), config.auth_token);
+    EXPECT_EQ(with_token.post("/v1/score", json{{"samples", {score_sample("a", "r")}}}).status, 200);
+  }
+  config.auth_token.clear();  // allow_networks alone: only those networks
+  {
+    RunningServer s(config);
+    HttpClient client(s.http());
+    auto reply = client.post("/v1/score", json{{"samples", {score_sample("a", "r")}}});
+    EXPECT_EQ(reply.status, 401);
+    EXPECT_NE(reply.error_message().find("allow_networks"), std::string::npos) << reply.body;
+  }
+}
+
 TEST(ServerRoutes, ClassifyInVllmShapeAsVerlReadsIt) {
   RunningServer s(test_config());
   HttpClient client(s.http());
@@ -210,7 +281,7 @@ std::vector<HttpCase> hostile_http_cases() {
       {{{"samples", {{{"response", "r"}, {"messages", {{{"content", "hi"}}}}}}}}, "missing \"role\""},
       {{{"samples", {{{"response", "r"}, {"messages", {{{"role", "user"}, {"content", 3}}}}}}}}, "must be a string or a list"},
       {{{"samples", {{{"response", "r"}, {"messages", {{{"role", "user"}, {"content", {{{"type", "video"}}}}}}}}}}},
-       "must be \"text\" or \"image\""},
+       "must be \"text\", \"image\" or \"image_url\""},
       {{{"samples", {{{"response", "r"}, {"messages", {{{"role", "user"}, {"content", {{{"type", "image"}}}}}}}}}}},
        "needs \"image\", \"data\" or \"path\""},
       {{{"samples", {{{"response", "r"}, {"messages", {{{"role", "user"}, {"content", "q"}}, {{"role", "system"}, {"content", "s"}}}}}}}},

@@ -61,6 +61,38 @@ TEST(ServerConcurrency, SixteenClientsEachGetTheirOwnResults) {
   EXPECT_EQ(s.server.metrics().requests("/v1/score") + s.server.metrics().requests("binary"), kThreads * kRequests);
 }
 
+TEST(ServerBurst, TwoHundredConcurrentEngineClientsAllGetRewardsWithBatchSizeOne) {
+  // OpenRLHF- and verl-style clients ignore Retry-After: with the default limits a burst is held, not refused.
+  auto config = test_config();
+  config.batching = BatchingOptions{};
+  config.limits = ServerLimits{};
+  config.batching.max_batch_size = 1;
+  config.request_deadline_ms = 60000;
+  config.read_timeout_ms = 10000;
+  config.io_threads = 4;
+  RunningServer s(config);
+  constexpr int kClients = 200;
+  std::atomic<int> answered{0}, wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClients; ++t)
+    threads.emplace_back([&, t] {
+      HttpClient client(s.http());
+      const std::string response = fmt::format("answer {}", t);
+      const std::string query = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n" + response + "<|im_end|>";
+      auto reply = t % 2 == 0 ? client.post("/get_reward", json{{"query", {query}}})
+                              : client.post("/classify", json{{"model", "m"}, {"input", query}});
+      if (reply.status != 200) return;
+      ++answered;
+      const auto body = reply.body_json();
+      const double score = t % 2 == 0 ? body["rewards"][0].get<double>() : body["data"][0]["probs"][0].get<double>();
+      if (score != fake_score(response) && score != sigmoid(fake_score(response))) ++wrong;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(answered.load(), kClients);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(s.server.metrics().largest_batch(), 1);
+}
+
 TEST(ServerBatching, SameSampleScoresTheSameAloneAndInAnyBatch) {
   auto config = test_config();
   config.batching.max_wait_ms = 20;

@@ -209,5 +209,115 @@ TEST(ConstantTime, ComparesWholeTokens) {
   EXPECT_FALSE(constant_time_equal("abc", ""));
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Prompt images, client networks, --set routing.
+
+TEST(PromptImagesTest, KeysIgnoreTheTemplateThePadCountAndWhitespace) {
+  const std::string expanded = "<|vision_start|><|image_pad|><|image_pad|><|image_pad|><|vision_end|>\nHow many  apples?";
+  EXPECT_EQ(normalized_prompt_key(expanded), "<image>How many apples?");
+  EXPECT_EQ(normalized_prompt_key("<|vision_start|><|image_pad|><|vision_end|>How many apples?"), "<image>How many apples?");
+  EXPECT_EQ(normalized_prompt_key("<image>\nHow many apples? "), "<image>How many apples?");
+  EXPECT_EQ(normalized_prompt_key("  Compare <image> and\t<image>:  which?"), "Compare<image>and<image>: which?");
+  EXPECT_EQ(normalized_prompt_key("<|image_pad|><|image_pad|>x"), "<image>x");
+}
+
+TEST(PromptImagesTest, LoadsEngineDatasetsAndNamesMissesAndAmbiguities) {
+  vlreward::test_support::TempDir dir("vlreward_prompts");
+  std::ofstream(dir / "a.png", std::ios::binary) << tiny_png();
+  std::ofstream(dir / "b.png", std::ios::binary) << tiny_png() << "x";
+  const std::string file = dir.write("prompts.jsonl",
+      // verl: messages with "<image>" in the text, images as paths
+      R"({"prompt": [{"role": "user", "content": "<image>How many apples?"}], "images": ["a.png"]})" "\n"
+      // OpenRLHF: a chat-templated prompt string, one image object
+      R"({"prompt": "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which color?<|im_end|>\n<|im_start|>assistant\n", "images": [{"path": "b.png"}]})" "\n"
+      // content parts, and a duplicate of the first with the same image (not ambiguous)
+      R"({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Count them."}]}], "image": "a.png"})" "\n"
+      R"({"prompt": [{"role": "user", "content": "<image>How many apples?"}], "images": ["a.png"]})" "\n"
+      // two prompts with one text and different images
+      R"({"question": "<image>Same text", "images": ["a.png"]})" "\n"
+      R"({"question": "<image>Same text", "images": ["b.png"]})" "\n"
+      // text-only prompts are not indexed
+      R"({"question": "No image here"})" "\n");
+  const auto prompts = PromptImages::load(file);
+  EXPECT_EQ(prompts.size(), 4u);
+  EXPECT_EQ(prompts.find("<image>How many apples?", "q").at(0), (fs::path(dir.path()) / "a.png").string());
+  EXPECT_EQ(prompts.find("<image>Which color?", "q").at(0), (fs::path(dir.path()) / "b.png").string());
+  EXPECT_EQ(prompts.find("<image>Count them.", "q").size(), 1u);
+  try {
+    prompts.find("<image>Unknown", "query[7]");
+    ADD_FAILURE() << "no throw";
+  } catch (const ServeError& e) {
+    EXPECT_EQ(e.kind(), ServeErrorKind::kBadRequest);
+    EXPECT_NE(std::string(e.what()).find("query[7]: has image placeholders but no images"), std::string::npos) << e.what();
+  }
+  try {
+    prompts.find("<image>Same text", "query[1]");
+    ADD_FAILURE() << "no throw";
+  } catch (const ServeError& e) {
+    EXPECT_NE(std::string(e.what()).find("prompts.jsonl:5 and"), std::string::npos) << e.what();
+  }
+  // A missing image file is named with its line.
+  const std::string bad = dir.write("bad.jsonl", R"({"question": "<image>q", "images": ["missing.png"]})" "\n");
+  try {
+    PromptImages::load(bad);
+    ADD_FAILURE() << "no throw";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl:1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PolicyText, PlaceholdersWithoutImagesTakeTheirPromptsImages) {
+  const std::string text =
+      "<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|><|vision_end|>How many apples?<|im_end|>\n"
+      "<|im_start|>assistant\nThree.<|im_end|>";
+  std::string seen_turn;
+  auto parsed = request_from_policy_text(text, std::nullopt, {}, "query[0]", [&](std::string_view turn) {
+    seen_turn = std::string(turn);
+    return std::vector<RewardImage>{RewardImage::from_bytes("IMG")};
+  });
+  EXPECT_EQ(normalized_prompt_key(seen_turn), "<image>How many apples?");
+  ASSERT_EQ(parsed.request.turns.size(), 1u);
+  EXPECT_EQ(parsed.request.turns[0].content[0].image.bytes, "IMG");
+  EXPECT_EQ(parsed.request.response, "Three.");
+  // Without a lookup it stays an error that says how to fix it.
+  try {
+    request_from_policy_text(text, std::nullopt, {}, "query[0]");
+    ADD_FAILURE() << "no throw";
+  } catch (const ServeError& e) {
+    EXPECT_NE(std::string(e.what()).find("--prompts"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ClientNetworksTest, CidrBlocksMatchV4V6AndMappedAddresses) {
+  const auto networks = ClientNetworks::parse({"10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1/128"}, "allow_networks");
+  auto addr = [](const char* text) { return boost::asio::ip::make_address(text); };
+  EXPECT_TRUE(networks.contains(addr("10.200.3.4")));
+  EXPECT_FALSE(networks.contains(addr("11.0.0.1")));
+  EXPECT_TRUE(networks.contains(addr("192.168.1.7")));
+  EXPECT_FALSE(networks.contains(addr("192.168.1.8")));
+  EXPECT_TRUE(networks.contains(addr("::ffff:10.1.2.3")));
+  EXPECT_TRUE(networks.contains(addr("fd12::1")));
+  EXPECT_TRUE(networks.contains(addr("::1")));
+  EXPECT_FALSE(networks.contains(addr("127.0.0.1")));
+  for (const char* bad : {"10.0.0.0/33", "nonsense", "10.0.0.0/", "::1/129", "10.0.0.0/8x"}) {
+    try {
+      ClientNetworks::parse({"10.0.0.0/8", bad}, "allow_networks");
+      ADD_FAILURE() << bad;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("allow_networks[1]"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(ServerConfigTest, SetKeysGoToTheServerOrTheBackend) {
+  EXPECT_TRUE(is_server_config_key("limits.max_samples_per_request=4096"));
+  EXPECT_TRUE(is_server_config_key("batching.max_batch_size=1"));
+  EXPECT_TRUE(is_server_config_key("allow_networks=[10.0.0.0/8]"));
+  EXPECT_FALSE(is_server_config_key("value_head=/x"));
+  EXPECT_FALSE(is_server_config_key("components.0.weight=2"));
+  // Defaults sized for GRPO: a step's completions fit one request.
+  EXPECT_GE(ServerConfig{}.limits.max_samples_per_request, 4096);
+}
+
 }  // namespace
 }  // namespace vlreward::server_test

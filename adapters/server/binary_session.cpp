@@ -81,10 +81,12 @@ class BinarySession : public ConnectionSession<BinarySession> {
       return send_error(0, ServeError(ServeErrorKind::kBadRequest, "frame: payload is not a valid ScoreRequest protobuf"),
                         false);
     const uint64_t request_id = request.request_id();
-    if (!context_.authorized(request.auth_token()))
+    if (!context_.authorized(trusted_, request.auth_token()))
       return send_error(request_id,
                         ServeError(ServeErrorKind::kUnauthorized,
-                                   request.auth_token().empty() ? "missing auth_token" : "invalid auth_token"),
+                                   context_.config.auth_token.empty() ? "the client's address is not in allow_networks"
+                                   : request.auth_token().empty()     ? "missing auth_token"
+                                                                      : "invalid auth_token"),
                         false);
     std::vector<DecodedSample> samples;
     try {

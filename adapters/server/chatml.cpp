@@ -124,7 +124,8 @@ void prepend_images(RewardTurn& turn, std::vector<RewardImage>& images) {
 }  // namespace
 
 PolicyTextResult request_from_policy_text(std::string_view text, std::optional<std::string_view> prompt,
-                                          std::vector<RewardImage> images, const std::string& where) {
+                                          std::vector<RewardImage> images, const std::string& where,
+                                          const PromptImageLookup& lookup) {
   PolicyTextResult out;
   auto blocks = split_chatml(text);
   bool shaped = blocks && blocks->size() >= 2 && blocks->back().role == "assistant";
@@ -147,11 +148,19 @@ PolicyTextResult request_from_policy_text(std::string_view text, std::optional<s
       for (const auto& part : turn.content) placeholders += part.kind == RewardContent::Kind::kImage ? 1 : 0;
       r.turns.push_back(std::move(turn));
     }
+    bool looked_up = false;
+    if (placeholders > 0 && images.empty() && lookup) {
+      images = lookup((*blocks)[blocks->size() - 2].content);  // the last user turn
+      looked_up = true;
+    }
     if (placeholders > 0 && images.size() != placeholders)
       throw ServeError(ServeErrorKind::kBadRequest,
-                       fmt::format("{}: the text has {} image placeholder(s) but {} image(s) were sent{}", where,
+                       fmt::format("{}: the text has {} image placeholder(s) but {} image(s) {}", where,
                                    placeholders, images.size(),
-                                   images.empty() ? " (send them in \"images\")" : ""));
+                                   looked_up ? "belong to its prompt in --prompts"
+                                             : images.empty() ? "were sent (send them in \"images\", or start the "
+                                                                "server with --prompts)"
+                                                              : "were sent"));
     size_t next_image = 0;
     for (auto& turn : r.turns)
       for (auto& part : turn.content)

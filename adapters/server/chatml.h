@@ -12,11 +12,13 @@
 //    "<|vision_start|><|image_pad|>...<|vision_end|>" inside a turn is an image placeholder: the k-th
 //    placeholder takes the k-th sent image. Sent images and placeholders must agree in number, except that
 //    images sent for text without placeholders go at the start of the first user turn (the Skywork-VL model
-//    card's layout). Placeholders with no images sent is an error (scoring a multimodal conversation without
-//    its images would be silently wrong); video placeholders are an error (not supported).
+//    card's layout). Placeholders with no images sent take the images of the matching training prompt when the
+//    server has them (reward-serve --prompts), and are an error otherwise (scoring a multimodal conversation
+//    without its images would be silently wrong); video placeholders are an error (not supported).
 //  * Anything else is scored as given: when `prompt` is a prefix of the text, the prompt is the user turn and the
 //    rest is the response; otherwise the user turn is empty and the whole text is the response. Sent images go
 //    at the start of the user turn.
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,8 +33,14 @@ struct PolicyTextResult {
   bool recognised_chatml = false;
 };
 
-// `where` names the input in errors (ServeError kBadRequest), e.g. "query[3]".
+// The images of a prompt, found by its user turn (the raw content of the last user block): for clients that send
+// placeholders without images (PromptImages). Throws ServeError when there is no such prompt.
+using PromptImageLookup = std::function<std::vector<RewardImage>(std::string_view user_turn)>;
+
+// `where` names the input in errors (ServeError kBadRequest), e.g. "query[3]". `lookup`, when set, supplies the
+// images of ChatML text with placeholders that came without images.
 PolicyTextResult request_from_policy_text(std::string_view text, std::optional<std::string_view> prompt,
-                                          std::vector<RewardImage> images, const std::string& where);
+                                          std::vector<RewardImage> images, const std::string& where,
+                                          const PromptImageLookup& lookup = {});
 
 }  // namespace vlreward

@@ -1,5 +1,7 @@
 #include "adapters/server/config.h"
 
+#include "adapters/server/client_networks.h"
+
 #include <cstdint>
 #include <fstream>
 #include <sstream>
@@ -23,6 +25,16 @@ std::string read_token_file(const std::string& path) {
   return token;
 }
 
+bool is_server_config_key(const std::string& key_path) {
+  static const char* const keys[] = {"host", "http_port", "binary_port", "io_threads", "auth_token", "auth_token_file",
+                                     "allow_networks", "prompts", "image_root", "model_name", "read_timeout_ms",
+                                     "write_timeout_ms", "request_deadline_ms", "retry_after_s", "limits", "batching"};
+  const std::string first = key_path.substr(0, key_path.find_first_of(".="));
+  for (const char* key : keys)
+    if (first == key) return true;
+  return false;
+}
+
 ServerConfig parse_server_config(const nlohmann::json& config, const std::string& where) {
   if (!config.is_object()) throw ConfigError(where + ": must be an object");
   ServerConfig c;
@@ -36,6 +48,8 @@ ServerConfig parse_server_config(const nlohmann::json& config, const std::string
     if (!c.auth_token.empty()) r.fail("auth_token_file", "give auth_token or auth_token_file, not both");
     c.auth_token = read_token_file(*file);
   }
+  c.allow_networks = r.optional<std::vector<std::string>>("allow_networks", c.allow_networks);
+  c.prompts = r.optional<std::string>("prompts", c.prompts);
   c.image_root = r.optional<std::string>("image_root", c.image_root);
   c.model_name = r.optional<std::string>("model_name", c.model_name);
   c.read_timeout_ms = r.optional<int64_t>("read_timeout_ms", c.read_timeout_ms);
@@ -81,6 +95,7 @@ void validate_server_config(const ServerConfig& c) {
     if (!ok) throw ConfigError(fmt::format("{}: {}", key, problem));
   };
   require(!c.host.empty(), "host", "must not be empty");
+  ClientNetworks::parse(c.allow_networks, "allow_networks");  // throws naming the entry
   require(c.http_port >= -1 && c.http_port <= 65535, "http_port", "must be -1 (off), 0 (any) or a port number");
   require(c.binary_port >= -1 && c.binary_port <= 65535, "binary_port", "must be -1 (off), 0 (any) or a port number");
   require(c.http_port != -1 || c.binary_port != -1, "http_port", "at least one of http_port and binary_port must be on");

@@ -15,7 +15,10 @@ template <typename Derived>
 class ConnectionSession : public Session {
  public:
   ConnectionSession(ServerContext& context, tcp::socket socket)
-      : context_(context), socket_(std::move(socket)), timer_(socket_.get_executor()) {}
+      : context_(context),
+        socket_(std::move(socket)),
+        trusted_(context_.trusted(socket_)),
+        timer_(socket_.get_executor()) {}
 
   ~ConnectionSession() override {
     context_.remove_session(id_);
@@ -87,6 +90,7 @@ class ConnectionSession : public Session {
 
   ServerContext& context_;
   tcp::socket socket_;
+  const bool trusted_;  // the client's address lies in allow_networks
   asio::steady_timer timer_;
   uint64_t timer_generation_ = 0;
   bool timed_out_ = false;

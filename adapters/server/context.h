@@ -15,6 +15,7 @@
 #include <boost/asio.hpp>
 
 #include "adapters/server/batcher.h"
+#include "adapters/server/client_networks.h"
 #include "adapters/server/metrics.h"
 #include "adapters/server/request_decoding.h"
 #include "adapters/server/error.h"
@@ -45,9 +46,13 @@ struct Listener {
 
 struct ServerContext {
   ServerContext(ServerConfig c, RewardBackend& backend)
-      : config(std::move(c)), decoder(config), batcher(backend, config.batching, &metrics) {}
+      : config(std::move(c)),
+        trusted_networks(ClientNetworks::parse(config.allow_networks, "allow_networks")),
+        decoder(config),
+        batcher(backend, config.batching, &metrics) {}
 
   ServerConfig config;
+  ClientNetworks trusted_networks;
   RequestDecoder decoder;
   ServerMetrics metrics;
   Batcher batcher;
@@ -70,8 +75,17 @@ struct ServerContext {
   }
   void release_connection() { connections.fetch_sub(1); }
 
-  bool authorized(const std::string& token) const {
-    return config.auth_token.empty() || constant_time_equal(config.auth_token, token);
+  // A request is authorized by its client's network (allow_networks) or its token. With neither configured
+  // everyone is; with allow_networks alone, only those networks are.
+  bool trusted(const tcp::socket& socket) const {
+    boost::system::error_code ec;
+    const auto endpoint = socket.remote_endpoint(ec);
+    return !ec && trusted_networks.contains(endpoint.address());
+  }
+  bool authorized(bool trusted_client, const std::string& token) const {
+    if (trusted_client) return true;
+    if (config.auth_token.empty()) return trusted_networks.empty();
+    return constant_time_equal(config.auth_token, token);
   }
   uint64_t add_session(const std::shared_ptr<Session>& session);
   void remove_session(uint64_t id);

@@ -136,12 +136,14 @@ class HttpSession : public ConnectionSession<HttpSession> {
                          target == "/classify" || target == "/v1/classify" || target == "/v1/embeddings";
       route_ = known ? target : "other";
       context_.metrics.count_request(route_);
-      if (!context_.config.auth_token.empty()) {
+      if (!context_.authorized(trusted_, "")) {
+        if (context_.config.auth_token.empty())
+          throw ServeError(ServeErrorKind::kUnauthorized, "the client's address is not in allow_networks");
         bool present = false;
         const std::string token = bearer_token(request_, &present);
         if (!present)
           throw ServeError(ServeErrorKind::kUnauthorized, "missing bearer token (send Authorization: Bearer <token>)");
-        if (!context_.authorized(token)) throw ServeError(ServeErrorKind::kUnauthorized, "invalid bearer token");
+        if (!context_.authorized(trusted_, token)) throw ServeError(ServeErrorKind::kUnauthorized, "invalid bearer token");
       }
       if (!known) throw ServeError(ServeErrorKind::kNotFound, fmt::format("no route {}", target.substr(0, 100)));
       if (target == "/metrics") {

@@ -112,6 +112,7 @@ ServeError decoding_failure(const std::string& where, std::exception_ptr error) 
 }
 
 RequestDecoder::RequestDecoder(const ServerConfig& config) : limits_(config.limits) {
+  if (!config.prompts.empty()) prompts_ = PromptImages::load(config.prompts);
   image_rules_.paths = ImageReferenceRules::Paths::kUnderRoot;
   image_rules_.max_image_bytes = limits_.max_image_bytes;
   if (!config.image_root.empty()) {
@@ -143,6 +144,20 @@ RewardImage RequestDecoder::image_from_path(const std::string& path, const std::
 
 RewardImage RequestDecoder::image_from_string(const std::string& text, const std::string& where) const {
   return read_path_image(parse_image_reference(text, where, image_rules_), where);
+}
+
+PromptImageLookup RequestDecoder::prompt_lookup(const std::string& where) const {
+  if (prompts_.empty()) return {};
+  return [this, where](std::string_view user_turn) {
+    // The operator's prompt file names its own files: any local path, not only those under image_root.
+    ImageReferenceRules rules;
+    rules.paths = ImageReferenceRules::Paths::kLocal;
+    rules.max_image_bytes = limits_.max_image_bytes;
+    std::vector<RewardImage> images;
+    for (const auto& image : prompts_.find(normalized_prompt_key(user_turn), where))
+      images.push_back(read_path_image(parse_image_reference(image, where + " (its prompt's image)", rules), where));
+    return images;
+  };
 }
 
 RewardImage RequestDecoder::read_path_image(RewardImage image, const std::string& where) const {
@@ -339,8 +354,15 @@ std::vector<DecodedSample> RequestDecoder::decode_score_unguarded(const nlohmann
               } else {
                 bad(pw + ": an image part needs \"image\", \"data\" or \"path\"");
               }
+            } else if (type == "image_url") {
+              // OpenAI's part: {"image_url": {"url": ...}} (or the url as a string).
+              const auto* value = find_key(part, "image_url");
+              const nlohmann::json* url = value != nullptr && value->is_object() ? find_key(*value, "url") : value;
+              if (url == nullptr || !url->is_string())
+                bad(pw + ".image_url: must be {\"url\": a data URI or a path under image_root}");
+              turn.content.push_back(RewardContent::image_part(image_from_string(url->get<std::string>(), pw + ".image_url.url")));
             } else {
-              bad(fmt::format("{}.type: must be \"text\" or \"image\" (got \"{}\")", pw, shorten(type)));
+              bad(fmt::format("{}.type: must be \"text\", \"image\" or \"image_url\" (got \"{}\")", pw, shorten(type)));
             }
           }
         } else {
@@ -401,7 +423,7 @@ GetRewardRequest RequestDecoder::decode_get_reward_unguarded(const nlohmann::jso
     if (images != nullptr) sample_images = image_list((*images)[i], fmt::format("images[{}]", i));
     std::optional<std::string_view> prompt;
     if (!prompts.empty()) prompt = prompts[i];
-    auto parsed = request_from_policy_text(queries[i], prompt, std::move(sample_images), where);
+    auto parsed = request_from_policy_text(queries[i], prompt, std::move(sample_images), where, prompt_lookup(where));
     parsed.request.id = std::to_string(i);
     if (!labels.empty()) parsed.request.reference = labels[i];
     out.samples.push_back(finish_sample(std::move(parsed.request), where));
@@ -437,7 +459,7 @@ ClassifyRequest RequestDecoder::decode_classify_unguarded(const nlohmann::json& 
       too_large(fmt::format("{}: {} bytes of text exceed the limit of {} bytes", where, inputs[i].size(), limits_.max_text_bytes));
     std::vector<RewardImage> sample_images;
     if (images != nullptr) sample_images = flat ? image_list(*images, "images") : image_list((*images)[i], fmt::format("images[{}]", i));
-    auto parsed = request_from_policy_text(inputs[i], std::nullopt, std::move(sample_images), where);
+    auto parsed = request_from_policy_text(inputs[i], std::nullopt, std::move(sample_images), where, prompt_lookup(where));
     parsed.request.id = std::to_string(i);
     out.samples.push_back(finish_sample(std::move(parsed.request), where));
   }

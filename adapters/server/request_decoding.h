@@ -16,7 +16,9 @@
 
 #include "adapters/image/reference.h"
 #include "adapters/server/error.h"
+#include "adapters/server/chatml.h"
 #include "adapters/server/config.h"
+#include "adapters/server/prompt_images.h"
 #include "plugin/reward.h"
 
 namespace vlreward {
@@ -73,6 +75,8 @@ class RequestDecoder {
   nlohmann::json parse_json_body(const std::string& body) const;
 
   // POST /v1/score: {"samples": [{"id", "system"?, "messages"? | "question"+"images"?, "response",
+  // (message content parts: {"type": "text"}, {"type": "image", "image" | "data" | "path"}, or OpenAI's
+  // {"type": "image_url", "image_url": {"url": data URI or path under image_root}}; URLs are never fetched)
   // "reference"?, "metadata"?}], "deadline_ms"?}. `deadline_ms` (0 = none) is returned through the pointer.
   std::vector<DecodedSample> decode_score(const nlohmann::json& body, int64_t* deadline_ms) const;
   // POST /get_reward (OpenRLHF): {"query": [str], "prompts"?: [str], "labels"?: [str], "images"?: [[str]]}.
@@ -104,8 +108,11 @@ class RequestDecoder {
   DecodedSample finish_sample(RewardRequest request, const std::string& where) const;
   std::vector<RewardImage> image_list(const nlohmann::json& value, const std::string& where) const;
   void check_sample_count(size_t n, const std::string& where) const;
+  // The images of the --prompts prompt whose user turn this is, read within the image limits.
+  PromptImageLookup prompt_lookup(const std::string& where) const;
 
   ServerLimits limits_;
+  PromptImages prompts_;  // config.prompts, loaded once
   ImageReferenceRules image_rules_;  // kUnderRoot; image_root canonical, or empty when path images are off
 };
 
