@@ -8,6 +8,7 @@ line); every example must reproduce the Python reference's scores in tests/fixtu
 images were sent and used), then the server must stop cleanly on SIGTERM (exit 0). Standard library only.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -37,11 +38,11 @@ def expect_score(got, want, what):
 
 
 class Server:
-    def __init__(self, binary, fixtures):
+    def __init__(self, binary, fixtures, extra=()):
         self.log = []
         command = [binary, "--model", os.path.join(fixtures, "model", "tiny"),
                    "--value-head", os.path.join(fixtures, "reward", "value_head.safetensors"),
-                   "--port", "0", "--max-wait-ms", "2"]
+                   "--port", "0", "--max-wait-ms", "2", *extra]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         port = self._wait_for_port(timeout=120)
         self.url = f"http://127.0.0.1:{port}"
@@ -54,6 +55,8 @@ class Server:
             self.log.append(line)
             match = re.search(r"HTTP [^ ;]+:(\d+)", line)
             if match:
+                binary = re.search(r"binary [^ ;]+:(\d+)", line)
+                self.binary_port = int(binary.group(1)) if binary else None
                 return int(match.group(1))
             check(time.monotonic() < deadline, "reward-serve did not report its port in time")
         raise Failure("reward-serve exited before serving:\n" + "".join(self.log))
@@ -115,11 +118,36 @@ class PilLike:
             fp.write(f.read())
 
 
-def check_trl(url, items, fixtures):
-    sys.path.insert(0, HERE)
-    from trl_reward_func import make_reward_func
+HELPERS_BEGIN = "# --- HTTP and image helpers"
+HELPERS_END = "# --- end of helpers"
 
-    func = make_reward_func(url)
+
+def load_by_path(name):
+    """Loads an example the way verl loads a custom reward function: from its file, with nothing beside it
+    importable (this directory is taken off sys.path), so a sibling import would fail here as it fails there. Its
+    copy of the HTTP and image helpers must be client.py's."""
+    path = os.path.join(HERE, name + ".py")
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+    sys.modules.pop("client", None)
+    try:
+        spec = importlib.util.spec_from_file_location("custom_module_" + name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    with open(os.path.join(HERE, "client.py"), encoding="utf-8") as f:
+        client = f.read()
+    copy = text[text.index(HELPERS_BEGIN):text.index(HELPERS_END)].split("\n", 1)[1].strip()
+    check(copy in client, f"{name}.py: its helpers differ from client.py's (copy them again)")
+    return module
+
+
+def check_trl(url, items, fixtures):
+    # The server runs with limits.max_samples_per_request=256 (--set reaches server keys); the function splits.
+    func = load_by_path("trl_reward_func").make_reward_func(url, max_samples_per_request=256)
     check(func.__name__ == "skywork_vl_reward", "the reward function needs a name for TRL's logs")
     prompts, completions, images, want = [], [], [], []
     for n, item in enumerate(items):
@@ -141,7 +169,15 @@ def check_trl(url, items, fixtures):
     one = next(i for i in items if len(i["images"]) == 1)
     rewards = func(prompts=[one["question"]], completions=[one["response"]], image=[PilLike(one["image_paths"][0])])
     expect_score(rewards[0], one["expected"], "trl reward_func with an 'image' column")
-    return len(want) + 1
+    # A GRPO step of 1000 completions in one call: split into requests the server accepts.
+    many = [items[n % len(items)] for n in range(1000)]
+    rewards = func(prompts=[[{"role": "user", "content": [{"type": "image"} for _ in i["images"]] +
+                              [{"type": "text", "text": i["question"]}]}] for i in many],
+                   completions=[i["response"] for i in many], images=[i["image_paths"] for i in many])
+    check(len(rewards) == 1000, f"{len(rewards)} rewards for 1000 completions")
+    for n, (reward, item) in enumerate(zip(rewards, many)):
+        expect_score(reward, item["expected"], f"trl reward_func, completion {n} of 1000")
+    return len(want) + 1 + 1000
 
 
 def check_openrlhf(url, items, fixtures):
@@ -158,12 +194,14 @@ def check_openrlhf(url, items, fixtures):
 
 
 def check_verl(url, items, fixtures):
-    sys.path.insert(0, HERE)
-    from verl_reward_fn import compute_score
-
+    compute_score = load_by_path("verl_reward_fn").compute_score
+    keys = set()
     for item in items:
+        # reward_model.enable makes verl pass more keywords: they are accepted and ignored.
         out = compute_score("vlreward_fixture", item["response"], item.get("reference"),
-                            {"question": item["question"], "images": item["image_paths"]}, url=url)
+                            {"question": item["question"], "images": item["image_paths"]}, url=url,
+                            reward_router_address=None)
+        keys.add(tuple(sorted(out)))
         expect_score(out["score"], item["expected"], f"verl compute_score {item['id']}")
         if item.get("reference") is not None:
             check(out["exact_match"] == float(item["response"].strip() == item["reference"]),
@@ -172,10 +210,24 @@ def check_verl(url, items, fixtures):
     first = items[0]
     out = compute_score("x", first["response"], None, {"prompt": first["question"], "image": first["image_paths"][0]})
     expect_score(out["score"], first["expected"], "verl compute_score via VLREWARD_SERVE_URL")
+    keys.add(tuple(sorted(out)))
+    check(len(keys) == 1, f"verl compute_score returned different keys for different rows: {sorted(keys)}")
     return len(items) + 1
 
 
-CHECKS = {"client": check_client, "trl": check_trl, "openrlhf": check_openrlhf, "verl": check_verl}
+def check_binary(url, items, fixtures, binary_port=None):
+    check(binary_port, "reward-serve reported no binary port")
+    out = run([sys.executable, os.path.join(HERE, "binary_client.py"), "--port", str(binary_port),
+               "--jsonl", os.path.join(fixtures, "reward", "items.jsonl")])
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    check(len(lines) == len(items), f"binary_client.py printed {len(lines)} results for {len(items)} samples")
+    for item, line in zip(items, lines):
+        check(line["id"] == item["id"], f"binary_client.py: result {line} out of order (expected {item['id']})")
+        expect_score(line.get("score"), item["expected"], f"binary_client.py {item['id']}")
+    return len(items)
+
+
+CHECKS = {"client": check_client, "binary": check_binary, "trl": check_trl, "openrlhf": check_openrlhf, "verl": check_verl}
 
 
 def main():
@@ -186,9 +238,13 @@ def main():
     args = parser.parse_args()
     check(sys.version_info >= (3, 9), f"the examples need Python 3.9+, this is {sys.version.split()[0]}")
     items = load_items(args.fixtures)
-    server = Server(args.reward_serve, args.fixtures)
+    extra = {"trl": ["--set", "limits.max_samples_per_request=256"], "binary": ["--binary-port", "0"]}
+    server = Server(args.reward_serve, args.fixtures, extra.get(args.example, []))
     try:
-        count = CHECKS[args.example](server.url, items, args.fixtures)
+        if args.example == "binary":
+            count = check_binary(server.url, items, args.fixtures, server.binary_port)
+        else:
+            count = CHECKS[args.example](server.url, items, args.fixtures)
     finally:
         server.stop()
     print(f"{args.example}: {count} scores match the reference; reward-serve stopped cleanly on SIGTERM")

@@ -12,10 +12,82 @@ row) column is sent with each sample, so a multimodal reward model sees what the
 
 Prompts may be plain strings or conversations ([{"role", "content"}], content a string or parts where
 {"type": "image"} marks where the row's next image goes, TRL's VLM format); completions likewise.
-"""
-import os
 
-from client import image_part, post_json
+A GRPO step's completions go to the server in requests of at most `max_samples_per_request` samples (the server's
+limits.max_samples_per_request, 4096 by default), so any batch size works. One self-contained file, standard
+library only: copy it next to the training script, or load it by path.
+"""
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+# --- HTTP and image helpers (the same as client.py's; kept here so this file loads alone, by path) ---------------
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif"}
+
+
+def image_part(image):
+    """A /v1/score image part from a path, raw bytes, or an object with PIL's save(fp, format=...)."""
+    if isinstance(image, (bytes, bytearray)):
+        return {"type": "image", "data": base64.b64encode(bytes(image)).decode("ascii")}
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            data = f.read()
+        part = {"type": "image", "data": base64.b64encode(data).decode("ascii")}
+        mime = _MIME.get(os.path.splitext(str(image))[1].lower())
+        if mime:
+            part["mime_type"] = mime
+        return part
+    if isinstance(image, dict) and (image.get("bytes") or image.get("path")):  # a datasets Image cell, undecoded
+        return image_part(image["bytes"] if image.get("bytes") else image["path"])
+    if hasattr(image, "save"):  # a PIL image (TRL / datasets decode image columns to these)
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii"), "mime_type": "image/png"}
+    raise TypeError(f"cannot send an image of type {type(image).__name__}")
+
+
+def sample(question, response, images=(), sample_id=None, system=None, reference=None):
+    """One /v1/score sample: a user turn [images..., question] and the response to judge."""
+    content = [image_part(image) for image in images] + [{"type": "text", "text": question}]
+    s = {"messages": [{"role": "user", "content": content}], "response": response}
+    if sample_id is not None:
+        s["id"] = str(sample_id)
+    if system is not None:
+        s["system"] = system
+    if reference is not None:
+        s["reference"] = reference
+    return s
+
+
+def post_json(url, body, token=None, timeout=60.0, retries=3):
+    """POST JSON, answer the parsed reply. Retries connection errors and 5xx (503 after its Retry-After), with
+    exponential backoff; 4xx are raised at once, since the same request would fail the same way."""
+    data = json.dumps(body).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    for attempt in range(retries + 1):
+        wait = min(10.0, 0.2 * 2**attempt)
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return json.loads(reply.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")
+            if e.code < 500 or attempt == retries:
+                raise RuntimeError(f"{url}: HTTP {e.code}: {detail}") from None
+            wait = max(wait, float(e.headers.get("Retry-After", 0) or 0))
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            if attempt == retries:
+                raise RuntimeError(f"{url}: {e}") from None
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+# --- end of helpers --------------------------------------------------------------------------------------------
 
 
 def _parts(content):
@@ -59,7 +131,8 @@ def _to_sample(prompt, completion, images):
     return sample
 
 
-def make_reward_func(url, token_env="VLREWARD_SERVE_TOKEN", timeout=120.0, name="skywork_vl_reward"):
+def make_reward_func(url, token_env="VLREWARD_SERVE_TOKEN", timeout=120.0, name="skywork_vl_reward",
+                     max_samples_per_request=4096):
     """A reward function for GRPOTrainer(reward_funcs=[...]) that scores through reward-serve at `url`."""
     endpoint = url.rstrip("/") + "/v1/score"
 
@@ -74,15 +147,18 @@ def make_reward_func(url, token_env="VLREWARD_SERVE_TOKEN", timeout=120.0, name=
         samples = [_to_sample(p, c, imgs) for p, c, imgs in zip(prompts, completions, rows)]
         for k, s in enumerate(samples):
             s["id"] = str(k)
-        results = post_json(endpoint, {"samples": samples}, token=os.environ.get(token_env), timeout=timeout)["results"]
-        return [r.get("score") for r in results]  # None where the server could not score a sample
+        scores = []
+        for start in range(0, len(samples), max_samples_per_request):
+            chunk = samples[start:start + max_samples_per_request]
+            results = post_json(endpoint, {"samples": chunk}, token=os.environ.get(token_env), timeout=timeout)["results"]
+            scores.extend(r.get("score") for r in results)  # None where the server could not score a sample
+        return scores
 
     reward_func.__name__ = name  # TRL logs each reward under its function's name
     return reward_func
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     # Demo: python3 trl_reward_func.py URL IMAGE  — one prompt, two completions, as GRPOTrainer would pass them.
