@@ -18,6 +18,9 @@
 #include "adapters/common/error.h"
 #include "adapters/common/mapped_file.h"
 #include "adapters/hf/qwen2_5_vl_config.h"
+#include "adapters/image/decode.h"
+#include "adapters/image/thumbnail.h"
+#include "plugin/wire/base64.h"
 #include "adapters/qwen2_5_vl/model.h"
 #include "adapters/qwen2_5_vl/weights.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
@@ -294,6 +297,29 @@ TEST(AbReport, HtmlIsSelfContainedEscapedAndHasTheCharts) {
   EXPECT_EQ(read_file(html_path), html);
 }
 
+TEST(AbReport, PromptImagesShowAsEmbeddedThumbnails) {
+  // A thumbnail of a fixture image: a PNG data URI that fits 160 px and decodes back.
+  const std::string path = std::string(VLREWARD_FIXTURES_DIR) + "/images/inputs/jpeg_progressive_480x640.jpg";
+  const RgbImage full = decode_image_file(path);
+  const std::string uri = thumbnail_data_uri(RewardImage::from_path(path), path, 32);
+  ASSERT_EQ(uri.rfind("data:image/png;base64,", 0), 0u);
+  const auto bytes = base64_decode(uri.substr(std::string("data:image/png;base64,").size()));
+  ASSERT_TRUE(bytes.has_value());
+  const RgbImage small = decode_image(*bytes, "thumbnail");
+  EXPECT_EQ(std::max(small.width, small.height), 32);
+  EXPECT_EQ(small.width * full.height, small.height * full.width) << "aspect ratio kept (480x640 -> 24x32)";
+  auto r = sample_result();
+  r.rows[0].thumbnails = {uri, uri};
+  r.rows[1].thumbnails = {"javascript:alert(1)"};  // not an embedded PNG: never rendered
+  const std::string html = report_html(r, 3);
+  size_t images = 0;
+  for (size_t p = html.find("<img src=\"data:image/png;base64,"); p != std::string::npos;
+       p = html.find("<img src=\"data:image/png;base64,", p + 1))
+    ++images;
+  EXPECT_EQ(images, 2u);
+  EXPECT_EQ(html.find("javascript:"), std::string::npos);
+}
+
 TEST(AbReport, EveryRewardFailedStillGivesAReport) {
   AbResult r;
   r.bootstrap = boot(100);
@@ -450,6 +476,12 @@ TEST(AbCompareCli, PolicyAgainstItselfIsAllTiesWithReferenceAccuracy) {
   const std::string html = read_file((out / "report.html").string());
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("no significant difference"), std::string::npos);
+  // Three prompts have one image each: three embedded thumbnails beside the responses.
+  size_t thumbnails = 0;
+  for (size_t p = html.find("<img src=\"data:image/png;base64,"); p != std::string::npos;
+       p = html.find("<img src=\"data:image/png;base64,", p + 1))
+    ++thumbnails;
+  EXPECT_EQ(thumbnails, 3u);
   if (!HasFailure()) fs::remove_all(dir);
 }
 

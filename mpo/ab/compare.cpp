@@ -9,6 +9,7 @@
 
 #include "adapters/common/error.h"
 #include "adapters/common/progress.h"
+#include "adapters/image/thumbnail.h"
 #include "adapters/qwen2_5_vl/pretrained.h"
 #include "plugin/registry.h"
 #include "reward/backends.h"
@@ -52,6 +53,13 @@ std::vector<AbRow> make_rows(const std::vector<PromptRecord>& prompts, const std
     rows[i].response_b = b[i].text;
     rows[i].stopped_a = a[i].stopped;
     rows[i].stopped_b = b[i].stopped;
+    for (size_t k = 0; k < prompts[i].images.size(); ++k) {
+      try {
+        rows[i].thumbnails.push_back(thumbnail_data_uri(prompts[i].images[k], prompts[i].source));
+      } catch (const InputError& e) {  // the report shows the prompt without it; the comparison is unaffected
+        std::fprintf(stderr, "ab-compare: no thumbnail for image %zu of %s: %s\n", k + 1, prompts[i].id.c_str(), e.what());
+      }
+    }
   }
   return rows;
 }

@@ -395,6 +395,7 @@ table.rows { table-layout: fixed; }
 .text { white-space: pre-wrap; word-break: break-word; max-height: 11em; overflow: auto; font-size: 13px; }
 .resp { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
 .ref { color: var(--muted); font-size: 12px; margin-top: 4px; }
+.thumbs img { max-width: 100%; max-height: 120px; margin: 4px 4px 0 0; border: 1px solid var(--muted); }
 .mark-ok { color: #2f855a; font-weight: 700; } .mark-bad { color: #c53030; font-weight: 700; }
 .out-b { color: var(--b); font-weight: 600; } .out-a { color: var(--a); font-weight: 600; }
 .out-tie { color: var(--muted); } .out-error { color: #c53030; } td.result { word-break: break-word; }
@@ -509,6 +510,14 @@ std::string report_html(const AbResult& r, int64_t max_rows) {
     h += "<tr><td class=\"num\">" + std::to_string(i + 1) + "</td><td><div class=\"text\"><b>" + html_escape(row.id) +
          "</b>\n" + html_escape(row.question) + "</div>";
     if (row.reference) h += "<div class=\"ref\">reference: " + html_escape(*row.reference) + "</div>";
+    if (!row.thumbnails.empty()) {
+      h += "<div class=\"thumbs\">";
+      for (size_t k = 0; k < row.thumbnails.size(); ++k)
+        if (row.thumbnails[k].rfind("data:image/png;base64,", 0) == 0)  // only our own embedded PNGs
+          h += "<img src=\"" + html_escape(row.thumbnails[k]) + "\" alt=\"image " + std::to_string(k + 1) + " of " +
+               html_escape(row.id) + "\">";
+      h += "</div>";
+    }
     h += "</td>";
     h += response_cell(row.response_a, row.stopped_a, row.correct_a);
     h += response_cell(row.response_b, row.stopped_b, row.correct_b);

@@ -24,6 +24,7 @@ struct AbRow {
   std::optional<double> reward_a, reward_b;
   std::string error_a, error_b;              // the reward backend's per-item error, when it failed
   std::optional<bool> correct_a, correct_b;  // set iff reference
+  std::vector<std::string> thumbnails;       // the prompt's images as small PNG data URIs, for the HTML report
 
   bool compared() const { return reward_a.has_value() && reward_b.has_value(); }
 };
