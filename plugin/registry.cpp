@@ -1,18 +1,8 @@
 #include "plugin/registry.h"
 
-#include "plugin/remote/remote_backend.h"
-#include "plugin/shared_library_backend.h"
-
 namespace vlreward {
 
-RewardRegistry::RewardRegistry() {
-  add("plugin", [](const nlohmann::json& config, const std::string& where, const RewardRegistry&) {
-    return make_shared_library_backend(config, where);
-  });
-  add("remote", [](const nlohmann::json& config, const std::string& where, const RewardRegistry&) {
-    return make_remote_backend(config, where);
-  });
-}
+RewardRegistry::RewardRegistry(Empty) {}
 
 void RewardRegistry::add(const std::string& type, RewardFactory factory) {
   if (!factories_.emplace(type, std::move(factory)).second)

@@ -25,6 +25,10 @@ class RewardRegistry {
   // client of reward-serve replicas, plugin/remote/remote_backend.h).
   // reward/ adds the neural, rule and composite backends (register_reward_backends in reward/backends.h).
   RewardRegistry();
+  // A registry with no backends (add them). Unlike the default one it does not link the remote backend, nor
+  // protobuf with it: the Python extension builds on it.
+  struct Empty {};
+  explicit RewardRegistry(Empty);
 
   void add(const std::string& type, RewardFactory factory);  // throws ConfigError on a duplicate type
   bool contains(const std::string& type) const { return factories_.count(type) != 0; }

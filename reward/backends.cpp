@@ -22,10 +22,4 @@ void register_reward_backends(RewardRegistry& registry) {
   });
 }
 
-std::unique_ptr<RewardBackend> make_reward_backend(const nlohmann::json& config) {
-  RewardRegistry registry;
-  register_reward_backends(registry);
-  return registry.create(config);
-}
-
 }  // namespace vlreward
