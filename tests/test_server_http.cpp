@@ -120,7 +120,11 @@ TEST(ServerRoutes, StockClientsWithoutImagesGetTheirPromptsImages) {
     std::lock_guard<std::mutex> lock(s.backend.mutex);
     ASSERT_EQ(s.backend.seen.size(), 2u);
     for (const auto& seen : s.backend.seen) EXPECT_EQ(seen.turns[0].content[0].image.bytes, tiny_png());
+    s.backend.seen.clear();
   }
+  // OpenRLHF sends null labels for rows without one.
+  reply = client.post("/get_reward", json{{"query", {prompt + "Five.<|im_end|>"}}, {"labels", {nullptr}}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
   // A prompt the file does not have is a 400 naming the query.
   const std::string other = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Who?<|im_end|>\n"
                             "<|im_start|>assistant\nMe.";

@@ -401,9 +401,18 @@ GetRewardRequest RequestDecoder::decode_get_reward_unguarded(const nlohmann::jso
   if (query == nullptr) bad("body: missing \"query\"");
   const auto queries = string_list(*query, "query");
   check_sample_count(queries.size(), "query");
-  std::vector<std::string> prompts, labels;
+  std::vector<std::string> prompts;
+  std::vector<std::optional<std::string>> labels;  // OpenRLHF sends null for rows without a label
   if (const auto* p = find_key(body, "prompts")) prompts = string_list(*p, "prompts");
-  if (const auto* l = find_key(body, "labels")) labels = string_list(*l, "labels");
+  if (const auto* l = find_key(body, "labels")) {
+    if (!l->is_array()) bad(fmt::format("labels: must be a list of strings or nulls (got {})", l->type_name()));
+    for (size_t i = 0; i < l->size(); ++i) {
+      const auto& label = (*l)[i];
+      if (!label.is_string() && !label.is_null())
+        bad(fmt::format("labels[{}]: must be a string or null (got {})", i, label.type_name()));
+      labels.push_back(label.is_null() ? std::nullopt : std::optional<std::string>(label.get<std::string>()));
+    }
+  }
   if (!prompts.empty() && prompts.size() != queries.size())
     bad(fmt::format("prompts: {} prompts for {} queries", prompts.size(), queries.size()));
   if (!labels.empty() && labels.size() != queries.size())
