@@ -122,6 +122,11 @@ TEST(ServerRoutes, StockClientsWithoutImagesGetTheirPromptsImages) {
     for (const auto& seen : s.backend.seen) EXPECT_EQ(seen.turns[0].content[0].image.bytes, tiny_png());
     s.backend.seen.clear();
   }
+  // Some OpenRLHF forks send images per query, null for rows without.
+  reply = client.post("/get_reward", json{{"query", {"Plain prompt. Plain answer.", prompt + "Six.<|im_end|>"}},
+                                          {"images", {nullptr, {base64_encode(tiny_png())}}}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(reply.body_json()["rewards"].size(), 2u);
   // OpenRLHF sends null labels for rows without one.
   reply = client.post("/get_reward", json{{"query", {prompt + "Five.<|im_end|>"}}, {"labels", {nullptr}}});
   ASSERT_EQ(reply.status, 200) << reply.body;
