@@ -182,6 +182,36 @@ TEST_P(MpoDataParallel, TwoRanksEqualOneProcessWithTwiceTheAccumulation) {
 INSTANTIATE_TEST_SUITE_P(Optimizer, MpoDataParallel, ::testing::Values(MpoCase{false}, MpoCase{true}),
                          [](const auto& info) { return std::string(info.param.sharded ? "Sharded" : "Whole"); });
 
+TEST(MpoDataParallelLora, TwoShardedRanksTrainTheAdaptersAsOneProcess) {
+  TempDir dir("vlreward_dp");
+  // configs/mpo_tiny.yaml without its freeze: section (LoRA freezes the base itself).
+  std::string yaml = read_text(kRepoRoot + "/configs/mpo_tiny.yaml");
+  const auto start = yaml.find("freeze:\n");
+  ASSERT_NE(start, std::string::npos);
+  auto end = yaml.find('\n', start) + 1;
+  while (end < yaml.size() && yaml.compare(end, 2, "  ") == 0) end = yaml.find('\n', end) + 1;
+  yaml.erase(start, end - start);
+  const std::string config = dir.write("mpo_lora.yaml", yaml);
+  std::vector<std::string> args = kMpoArgs;
+  args[1] = config;
+  args = with(args, {"lora.r=4", "lora.alpha=8", "train.batch_size=1"});
+  ASSERT_EQ(run_ranks(MPO_TRAIN_BIN, 1, with(args, {"train.gradient_accumulation_steps=2", "--output-dir", dir / "one"}),
+                      dir / "one.log"),
+            std::vector<int>({0}))
+      << read_text(dir / "one.log.rank0");
+  ASSERT_EQ(run_ranks(MPO_TRAIN_BIN, 2,
+                      with(args, {"train.shard_optimizer=true", "train.allreduce_bucket_mb=0.05", "--output-dir", dir / "two"}),
+                      dir / "two.log"),
+            std::vector<int>({0, 0}))
+      << read_text(dir / "two.log.rank0") << read_text(dir / "two.log.rank1");
+  const double metrics = metrics_difference(dir / "one/metrics.jsonl", dir / "two/metrics.jsonl");
+  const double adapters = weights_difference(dir / "one/final_model/adapter/adapter_model.safetensors",
+                                             dir / "two/final_model/adapter/adapter_model.safetensors");
+  std::printf("[data parallel] LoRA, 2 sharded ranks: metrics max rel %.2e, adapters max rel %.2e\n", metrics, adapters);
+  EXPECT_LE(metrics, 1e-6);
+  EXPECT_LE(adapters, 1e-6);
+}
+
 TEST(MpoDataParallelBatch, TwoRanksMatchOneProcessWithTwiceTheBatchForPairMeanLosses) {
   // DPO-sigmoid alone is a mean over pairs, so 2 ranks × 1 pair compute what 1 process × 2 pairs computes (the SFT
   // term's token mean and δ's per-micro-batch update make that false for full MPO; the accumulation equality above
