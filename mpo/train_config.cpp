@@ -168,6 +168,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     on.epochs_per_round = at_least("epochs_per_round", on.epochs_per_round, 1);
     on.batch_size = at_least("batch_size", on.batch_size, 1);
     on.reward_batch_size = at_least("reward_batch_size", on.reward_batch_size, 1);
+    on.reference_refresh_rounds = at_least("reference_refresh_rounds", on.reference_refresh_rounds, 0);
     o.finish();
     // One number of epochs: the round's. train.epochs may repeat it (as the normalised config does) but not differ.
     if (epochs && *epochs != on.epochs_per_round)
@@ -183,6 +184,9 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     throw ConfigError(source, "reward: is only used with online (add an online: section or remove reward)");
   }
 
+  if (c.online && c.online->reference_refresh_rounds > 0 && (!c.uses_reference_model() || c.reference.precompute))
+    throw ConfigError(source, "online.reference_refresh_rounds: needs a reference model to refresh (reference.source "
+                              "model, no lora, no reference.precompute, a loss that uses the reference)");
   root.finish();
   return c;
 }
@@ -247,7 +251,8 @@ json TrainConfig::to_json() const {
                      {"pairs_per_prompt", o.pairs.pairs_per_prompt},
                      {"epochs_per_round", o.epochs_per_round},
                      {"batch_size", o.batch_size},
-                     {"reward_batch_size", o.reward_batch_size}};
+                     {"reward_batch_size", o.reward_batch_size},
+                     {"reference_refresh_rounds", o.reference_refresh_rounds}};
     out["reward"] = reward;
   }
   qwen::data_parallel_to_json(train.data_parallel, out["train"]);

@@ -15,7 +15,8 @@
 //               shard_optimizer, allreduce_bucket_mb, collective_timeout_s}  (the last three: torchrun runs)
 //   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
 //   online:    {prompts, rounds, samples_per_prompt, temperature, top_p, top_k, max_new_tokens, seed, min_margin,
-//               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size}
+//               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size,
+//               reference_refresh_rounds}
 //   reward:    any reward backend config ({type: exact_match}, {type: skywork_vl, model: ...}, {type: composite, ...})
 //
 // online (with reward) switches mpo-train to online rounds (mpo/online.h): data.train is then not used (the pairs
@@ -101,6 +102,9 @@ struct TrainConfig {
     int64_t epochs_per_round = 1;
     int64_t batch_size = 16;         // generation rows per batch
     int64_t reward_batch_size = 64;  // requests per reward score() call
+    // > 0: the reference becomes the current policy at the start of every k-th round (iterative DPO practice);
+    // 0: it stays the initial policy.
+    int64_t reference_refresh_rounds = 0;
   };
   std::optional<Online> online;
   nlohmann::json reward;  // the reward backend config (online only), created through the registry

@@ -39,6 +39,7 @@ constexpr const char* kStateFormat = "vlreward-mpo-trainer-state/1";
 constexpr const char* kTrainerStateFile = "trainer_state.json";
 constexpr const char* kRngFile = "rng_state.safetensors";
 constexpr const char* kRunningMomentsFile = "running_moments.json";
+constexpr const char* kReferenceFile = "reference.safetensors";  // a refreshed reference (online runs)
 
 // The progress bar's status text: loss, reward accuracy and margin, lr, grad norm, tokens/s.
 std::string progress_status(const std::map<std::string, double>& metrics) {
@@ -534,6 +535,15 @@ std::string MpoTrainer::train(const std::vector<PreferenceRecord>& data, const D
   return final_dir;
 }
 
+void MpoTrainer::refresh_reference() {
+  if (reference_.is_empty()) throw std::logic_error("refresh_reference: this run has no reference model");
+  torch::NoGradGuard no_grad;
+  auto source = policy_->named_parameters();
+  for (auto& item : reference_->named_parameters()) item.value().copy_(source[item.key()]);
+  auto buffers = policy_->named_buffers();
+  for (auto& item : reference_->named_buffers()) item.value().copy_(buffers[item.key()]);
+}
+
 void MpoTrainer::train_round(int64_t round, const std::vector<PreferenceRecord>& data,
                              const DataFingerprint& fingerprint, const TrainCallbacks& callbacks) {
   if (data.empty()) throw InputError(fingerprint.path, "no preference pairs");
@@ -541,6 +551,13 @@ void MpoTrainer::train_round(int64_t round, const std::vector<PreferenceRecord>&
     throw InputError(config_.output.dir, fmt::format("round {} requested, but the policy is already past round {} "
                                                      "(a checkpoint of a later round was resumed)", round, state_.round));
   if (round != state_.round) {  // a new round: its own schedule and data order, from the current step
+    const int64_t every = config_.online ? config_.online->reference_refresh_rounds : 0;
+    if (every > 0 && round > 0 && round % every == 0) {
+      refresh_reference();
+      state_.reference_round = round;
+      std::fprintf(stderr, "mpo-train: round %lld: the reference is now the current policy\n",
+                   static_cast<long long>(round));
+    }
     state_.round = round;
     state_.round_start_step = state_.global_step;
     state_.epoch = 0;
@@ -638,6 +655,11 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   if (adapters_) adapters_->save(temp.string(), config_.model.path);
   else export_policy(temp.string());
   save_torch_rng_state((temp / kRngFile).string());
+  if (state_.reference_round >= 0) {
+    std::vector<std::pair<std::string, torch::Tensor>> reference;
+    for (const auto& item : reference_->named_parameters()) reference.emplace_back(item.key(), item.value());
+    write_safetensors((temp / kReferenceFile).string(), reference);
+  }
   running_.save((temp / kRunningMomentsFile).string());
   if (data_rng_state_.empty())  // saved before the first step: the state the first epoch's shuffle leaves
     epoch_order(data.num_examples, data_seed(), state_.epoch, config_.data.shuffle, &data_rng_state_);
@@ -656,6 +678,7 @@ std::string MpoTrainer::save_checkpoint(const DataFingerprint& data) {
   };
   // Online: the round this schedule belongs to (its pairs file is the data above) and the step it began at.
   if (state_.round >= 0) state["round"] = {{"index", state_.round}, {"start_step", state_.round_start_step}};
+  if (state_.reference_round >= 0) state["reference_round"] = state_.reference_round;
   write_file_atomic((temp / kTrainerStateFile).string(), state.dump(2) + "\n");
   write_manifest(temp.string());
   commit_directory(temp.string(), final_dir.string());
@@ -722,6 +745,13 @@ void MpoTrainer::resume(const std::string& checkpoint_dir, const DataFingerprint
     state_.round_start_step = state_field<int64_t>(state.at("round"), "start_step", state_path);
     if (state_.round < 0 || state_.round_start_step < 0 || state_.round_start_step > state_.global_step)
       throw InputError(state_path, "round: out of range");
+  }
+  state_.reference_round = state.value("reference_round", int64_t{-1});
+  if (state_.reference_round >= 0) {
+    if (reference_.is_empty()) throw InputError(state_path, "reference_round: this run has no reference model to restore");
+    std::vector<std::pair<std::string, torch::Tensor>> reference;
+    for (const auto& item : reference_->named_parameters()) reference.emplace_back(item.key(), item.value());
+    qwen::load_tensors((dir / kReferenceFile).string(), reference, /*same_dtype=*/true);
   }
   if (state_.global_step < 0 || state_.epoch < 0 || state_.index_in_epoch < 0 || state_.index_in_epoch > data.num_examples)
     throw InputError(state_path, "data cursor out of range");

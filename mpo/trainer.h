@@ -73,6 +73,7 @@ struct TrainState {
   int64_t warmup_steps = 0;     // W
   int64_t round = -1;           // online round of the current schedule (-1: offline)
   int64_t round_start_step = 0; // global_step when that round began; the schedule counts from it
+  int64_t reference_round = -1; // the round whose start set the reference to the policy (-1: the initial policy)
 };
 
 struct StepMetrics {
@@ -140,6 +141,9 @@ class MpoTrainer {
   // output.save_steps and at the round's end. No export. Rounds must come in increasing order.
   void train_round(int64_t round, const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint,
                    const TrainCallbacks& callbacks = {});
+  // The reference model takes the policy's current weights (online.reference_refresh_rounds): recorded in
+  // state().reference_round, and saved in checkpoints from then on (reference.safetensors) so a resume restores it.
+  void refresh_reference();
 
   // One optimizer step over the given micro-batches (each a non-empty list of pairs). Advances global_step.
   StepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);

@@ -402,6 +402,48 @@ TEST(OnlineMpo, TwoRoundsKillResumeEqualsUninterrupted) {
   EXPECT_TRUE(same_file(dir / "killed/final_model/model.safetensors", dir / "full/final_model/model.safetensors"));
 }
 
+TEST(OnlineMpo, ReferenceRefreshStartsARoundAtZeroRewardsAndResumes) {
+  TempDir dir;
+  const std::string config_path = write_online_config(dir, "{type: exact_match}", "  reference_refresh_rounds: 1\n");
+  test_support::FakeBackend reward;
+  auto config_for = [&](const std::string& run) { return load_train_config(config_path, {"output.dir=" + (dir / run)}); };
+  run_online(config_for("full"), std::nullopt, &reward);
+  // Round 1 starts with the reference = the policy: its first step's rewards are exactly 0. Without the refresh the
+  // reference is still the initial policy there, and they are not.
+  TempDir plain_dir;
+  run_online(load_train_config(write_online_config(plain_dir), {"output.dir=" + (dir / "plain")}), std::nullopt, &reward);
+  auto first_step_of_round1 = [&](const std::string& run) {
+    for (const auto& m : read_jsonl(dir / (run + "/metrics.jsonl")))
+      if (!m.contains("round_summary") && m["round"] == 1.0) return m;
+    return json();
+  };
+  const json refreshed = first_step_of_round1("full"), plain = first_step_of_round1("plain");
+  ASSERT_FALSE(refreshed.is_null());
+  ASSERT_FALSE(plain.is_null());
+  EXPECT_EQ(refreshed["rewards_unscaled/chosen"].get<double>(), 0.0);
+  EXPECT_EQ(refreshed["rewards_unscaled/rejected"].get<double>(), 0.0);
+  EXPECT_NE(plain["rewards_unscaled/chosen"].get<double>(), 0.0);
+  const auto checkpoints = list_checkpoints(dir / "full");
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_TRUE(fs::exists(checkpoints.back().second + "/reference.safetensors"));
+  EXPECT_EQ(json::parse(read_file(checkpoints.back().second + "/trainer_state.json"))["reference_round"], 1);
+
+  // Killed at round 1's first checkpoint, resumed: the refreshed reference comes back from the checkpoint.
+  OnlineHooks stop_in_round1;
+  bool in_round1 = false;
+  stop_in_round1.train.on_step = [&](const StepMetrics& m) { in_round1 = m.values.at("round") == 1.0; };
+  stop_in_round1.train.on_checkpoint = [&](int64_t, const std::string&) {
+    if (in_round1) throw Stop("killed in round 1");
+  };
+  EXPECT_EQ(error_of([&] { run_online(config_for("killed"), std::nullopt, &reward, stop_in_round1); }), "killed in round 1");
+  run_online(config_for("killed"), "auto", &reward);
+  EXPECT_TRUE(same_file(dir / "killed/final_model/model.safetensors", dir / "full/final_model/model.safetensors"));
+
+  // A refresh needs a reference model to refresh.
+  const std::string error = error_of([&] { load_train_config(config_path, {"lora.r=4"}); });
+  EXPECT_NE(error.find("online.reference_refresh_rounds: needs a reference model"), std::string::npos) << error;
+}
+
 TEST(OnlineMpo, RegistryRewardAndRoundsWithoutPairs) {
   TempDir dir;
   // exact_match against the references: the untrained tiny policy never answers "red", so every prompt ties, no
