@@ -16,6 +16,7 @@
 #include "adapters/common/progress.h"
 #include "adapters/common/train_log.h"
 #include "mpo/checkpoint.h"
+#include "mpo/monitor.h"
 #include "mpo/rollout.h"
 #include "reward/backends.h"
 
@@ -70,6 +71,36 @@ PairStats stats_from_json(const json& j, const std::string& path) {
   }
 }
 
+// A round's pairs as the loop uses them: their statistics and the monitors of the samples they came from.
+struct RoundPairs {
+  PairStats stats;
+  std::map<std::string, double> monitor;  // "monitor/sample_*" (empty without monitors)
+};
+
+RoundPairs read_round_stats(const std::string& stats_path) {
+  const json j = parse_json_file(stats_path);
+  RoundPairs out{stats_from_json(j, stats_path), {}};
+  if (j.contains("monitor") && j["monitor"].is_object())
+    for (const auto& [key, value] : j["monitor"].items())
+      if (value.is_number()) out.monitor[key] = value.get<double>();
+  return out;
+}
+
+// The round summary lines ("round_summary") of metrics.jsonl, each as its numeric values.
+std::vector<std::map<std::string, double>> round_summary_lines(const std::string& metrics_path) {
+  std::vector<std::map<std::string, double>> lines;
+  std::ifstream in(metrics_path, std::ios::binary);
+  for (std::string line; std::getline(in, line);) {
+    json record = json::parse(line, nullptr, false);
+    if (!record.is_object() || !record.contains("round_summary")) continue;
+    std::map<std::string, double> values;
+    for (const auto& [key, value] : record.items())
+      if (value.is_number()) values[key] = value.get<double>();
+    lines.push_back(std::move(values));
+  }
+  return lines;
+}
+
 // Mean training metrics of round r's optimizer steps: from metrics.jsonl when it is kept (steps before a resume
 // count too), else from the steps this process ran.
 std::map<std::string, double> round_training_means(const std::string& metrics_path, int64_t round,
@@ -111,9 +142,9 @@ std::map<std::string, double> round_training_means(const std::string& metrics_pa
 // Across ranks: rank r samples prompts r, r + W, … (each response's generator is seeded by its prompt and index, so
 // the responses are those one process samples); rank 0 gathers them, scores, pairs and writes the files, and the
 // other ranks read the statistics back once it has.
-PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std::vector<PromptRecord>& prompts,
-                      const std::string& image_root, RewardBackend* reward, int64_t round, const std::string& dir,
-                      dist::ProcessGroup& group) {
+RoundPairs build_round(MpoTrainer& trainer, const TrainConfig& config, const std::vector<PromptRecord>& prompts,
+                       const std::string& image_root, RewardBackend* reward, RoundMonitor* monitor, int64_t round,
+                       const std::string& dir, dist::ProcessGroup& group) {
   const auto& on = *config.online;
   RolloutOptions rollout;
   rollout.sampling.greedy = on.temperature == 0;
@@ -138,34 +169,42 @@ PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std:
                                           reported = done;
                                         });
   if (progress) progress->finish();
-  json local{{"texts", json::array()}, {"tokens", 0}, {"stopped", 0}};
+  json local{{"texts", json::array()}, {"lengths", json::array()}, {"tokens", 0}, {"stopped", 0}};
   for (const auto& responses : sampled) {
-    json row = json::array();
+    json row = json::array(), lengths = json::array();
     for (const auto& response : responses) {
       row.push_back(response.text);
+      lengths.push_back(response.tokens.size());
       local["tokens"] = local["tokens"].get<int64_t>() + static_cast<int64_t>(response.tokens.size());
       local["stopped"] = local["stopped"].get<int64_t>() + (response.stopped ? 1 : 0);
     }
     local["texts"].push_back(row);
+    local["lengths"].push_back(lengths);
   }
   const auto parts = group.all_gather_text(local.dump());
   if (!group.is_main()) {
     group.barrier();  // rank 0 writes the round's files
-    const std::string stats_path = path_in(dir, kStatsFile);
-    return stats_from_json(parse_json_file(stats_path), stats_path);
+    return read_round_stats(path_in(dir, kStatsFile));
   }
   std::vector<std::vector<std::string>> texts(prompts.size());
+  std::vector<std::vector<int64_t>> lengths(prompts.size());
   int64_t tokens = 0, stopped = 0;
   for (size_t r = 0; r < parts.size(); ++r) {
     const json part = json::parse(parts[r]);
     tokens += part.at("tokens").get<int64_t>();
     stopped += part.at("stopped").get<int64_t>();
     const auto& rows_of_rank = part.at("texts");
-    for (size_t k = 0; k < rows_of_rank.size(); ++k) texts[r + k * world] = rows_of_rank[k].get<std::vector<std::string>>();
+    const auto& lengths_of_rank = part.at("lengths");
+    for (size_t k = 0; k < rows_of_rank.size(); ++k) {
+      texts[r + k * world] = rows_of_rank[k].get<std::vector<std::string>>();
+      lengths[r + k * world] = lengths_of_rank[k].get<std::vector<int64_t>>();
+    }
   }
   PairOptions options = on.pairs;
   options.seed = on.seed + static_cast<uint64_t>(round);
   BuiltPairs built = build_pairs(prompts, texts, *reward, options, on.reward_batch_size);
+  RoundPairs out{built.stats, {}};
+  if (monitor) out.monitor = monitor->on_samples(prompts, built.scored, lengths);
 
   fs::create_directories(dir);
   const std::string pairs_path = path_in(dir, kPairsFile);
@@ -178,9 +217,21 @@ PairStats build_round(MpoTrainer& trainer, const TrainConfig& config, const std:
                        {"stopped_fraction", rows > 0 ? static_cast<double>(stopped) / static_cast<double>(rows) : 0.0}};
   stats["reward_backend"] = reward->name();
   stats["image_root"] = image_root;  // relative image references in pairs.jsonl are relative to it
+  if (monitor) stats["monitor"] = out.monitor;
   write_file_atomic(path_in(dir, kStatsFile), stats.dump(2) + "\n");
   group.barrier();
-  return built.stats;
+  return out;
+}
+
+// The end-of-run monitor summary: <output>/monitor_summary.json (every round of the run: from metrics.jsonl when it
+// is kept, so rounds before a resume count) and a table on the console.
+void report_monitors(const std::string& output, const std::string& metrics_path,
+                     const std::vector<std::map<std::string, double>>& rounds_here) {
+  const auto lines = !metrics_path.empty() && fs::exists(metrics_path) ? round_summary_lines(metrics_path) : rounds_here;
+  const json summary = monitor_summary(lines);
+  write_file_atomic(path_in(output, "monitor_summary.json"), summary.dump(2) + "\n");
+  std::fprintf(stderr, "mpo-train: monitors (%lld alarms; %s):\n%s", static_cast<long long>(summary["alarms"].get<int64_t>()),
+               path_in(output, "monitor_summary.json").c_str(), monitor_table(summary).c_str());
 }
 
 }  // namespace
@@ -250,6 +301,16 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
   if (config.output.tensorboard && main_rank)
     tensorboard = std::make_unique<TensorBoardWriter>(path_in(output, "tensorboard"));
 
+  // Rank 0 monitors the rounds (online.monitor); the other ranks only learn whether to stop.
+  std::unique_ptr<RoundMonitor> monitor;
+  std::vector<std::map<std::string, double>> rounds_here;  // this process's round lines, for the summary
+  if (on.monitor && main_rank) {
+    monitor = std::make_unique<RoundMonitor>(*on.monitor, config.data.image_root, on.max_new_tokens, on.batch_size,
+                                             on.reward_batch_size);
+    if (monitor->has_heldout() && !trainer.can_run_reference())
+      std::fprintf(stderr, "mpo-train: online.monitor: this run has no reference model, so monitor/kl is not measured\n");
+  }
+
   // Console name of a round: its directory and its place in the run, "round-0 (1/2)".
   auto label = [&](int64_t round) { return fmt::format("round-{} ({}/{})", round, round + 1, on.rounds); };
   OnlineResult result;
@@ -271,13 +332,14 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
       throw InputError(dir, fmt::format("has no DONE marker, but the resumed checkpoint is of the later round {}",
                                         trainer.state().round));
 
-    PairStats stats;
+    RoundPairs round_pairs;
     if (fs::exists(stats_path) && fs::exists(pairs_path)) {
-      stats = stats_from_json(parse_json_file(stats_path), stats_path);
+      round_pairs = read_round_stats(stats_path);
       std::fprintf(stderr, "mpo-train: %s: reusing the pairs in %s\n", label(round).c_str(), pairs_path.c_str());
     } else {
-      stats = build_round(trainer, config, prompts, image_root, reward, round, dir, *group);
+      round_pairs = build_round(trainer, config, prompts, image_root, reward, monitor.get(), round, dir, *group);
     }
+    const PairStats& stats = round_pairs.stats;
     std::fprintf(stderr, "mpo-train: %s pairs: %s\n", label(round).c_str(), stats.summary().c_str());
 
     std::vector<std::map<std::string, double>> steps_here;
@@ -300,6 +362,16 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
     for (const auto& [key, value] : round_training_means(metrics_path, round, steps_here)) summary[key] = value;
     summary["round"] = static_cast<double>(round);
     summary["round_summary"] = 1;
+    std::vector<FiredAlarm> fired;
+    if (monitor) {
+      for (const auto& [key, value] : round_pairs.monitor) summary[key] = value;
+      for (const auto& [key, value] : monitor->on_policy(trainer)) summary[key] = value;
+      fired = monitor->check(summary);
+      summary["monitor/alarms"] = static_cast<double>(fired.size());
+      for (const auto& alarm : fired)
+        std::fprintf(stderr, "mpo-train: %s: ALARM %s\n", label(round).c_str(), alarm.message.c_str());
+      rounds_here.push_back(summary);
+    }
     const int64_t step = trainer.state().global_step;
     if (metrics) metrics->append(step, summary);
     if (tensorboard) tensorboard->add_scalars(step, summary);
@@ -313,7 +385,21 @@ OnlineResult run_online(const TrainConfig& config, const std::optional<std::stri
     group->barrier();
     ++result.rounds_trained;
     if (hooks.on_round_done) hooks.on_round_done(round, stats);
+    if (on.monitor) {
+      // Rank 0 alone monitors; every rank stops with it.
+      std::string stop_reason;
+      for (const auto& alarm : fired)
+        if (alarm.alarm.stop) stop_reason += (stop_reason.empty() ? "" : "; ") + alarm.message;
+      if (group->world_size() > 1) stop_reason = group->all_gather_text(stop_reason).at(0);
+      if (!stop_reason.empty()) {
+        if (monitor) report_monitors(output, metrics_path, rounds_here);
+        throw MonitorStop(fmt::format("stopped by a monitor alarm after {}: {}. The round's checkpoint is kept: "
+                                      "--resume auto goes on with the next round",
+                                      label(round), stop_reason));
+      }
+    }
   }
+  if (monitor) report_monitors(output, metrics_path, rounds_here);
 
   const std::string final_dir = path_in(output, "final_model");
   if (main_rank) {

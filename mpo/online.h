@@ -13,7 +13,12 @@
 //   round-<r>/DONE          written once the round's training finished (and its last checkpoint was saved)
 //   checkpoint-<step>/      the trainer's checkpoints; global steps count across rounds, and each records its round
 //   metrics.jsonl           one line per optimizer step (with "round") and one per finished round
-//                           ("round_summary": 1, pair statistics, mean training losses of the round)
+//                           ("round_summary": 1, pair statistics, mean training losses of the round, and with
+//                           online.monitor the round's monitor/* values and alarm count: mpo/monitor.h)
+//   monitor_summary.json    with online.monitor: every round's monitor values and the number of alarms
+//
+// Monitors: after a round's training, rank 0 measures (mpo/monitor.h) and checks the alarms; a warn alarm is printed,
+// a stop alarm ends the run once the round is DONE (MonitorStop), so --resume auto goes on with the next round.
 //
 // Resume (--resume auto): rounds with DONE are skipped. The newest checkpoint carries its round r_c; the trainer
 // resumes from it with round-<r_c>/pairs.jsonl as its data (same fingerprint, or the resume is refused). If r_c
@@ -25,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "mpo/pair_builder.h"
@@ -33,6 +39,11 @@
 #include "plugin/reward.h"
 
 namespace vlreward::mpo {
+
+// A stop alarm of the monitors (online.monitor) ended the run after a round; the message names the alarm.
+struct MonitorStop : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct OnlineHooks {
   // Called after each optimizer step / checkpoint (tests use them to stop a run at a chosen point).

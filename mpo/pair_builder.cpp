@@ -235,6 +235,7 @@ BuiltPairs build_pairs(const std::vector<PromptRecord>& prompts, const std::vect
   }
   s.margin_mean = s.pairs > 0 ? margin_sum / static_cast<double>(s.pairs) : 0.0;
   s.drop_rate = s.prompts > 0 ? static_cast<double>(s.prompts - s.prompts_paired) / static_cast<double>(s.prompts) : 0.0;
+  out.scored = std::move(scored);
   return out;
 }
 

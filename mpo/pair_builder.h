@@ -91,6 +91,7 @@ struct BuiltPairs {
   std::vector<PreferenceRecord> records;  // ready for MpoTrainer (source "round pairs: <id>")
   std::vector<nlohmann::json> lines;      // the pairs JSONL lines (write_pairs_jsonl)
   PairStats stats;
+  std::vector<std::vector<ScoredResponse>> scored;  // every response with its reward, [prompt][sample]
 };
 
 // Scores responses[i][j] (prompt i, sample j) with `reward` in batches of reward_batch_size (requests from

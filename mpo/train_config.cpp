@@ -169,6 +169,10 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
     on.batch_size = at_least("batch_size", on.batch_size, 1);
     on.reward_batch_size = at_least("reward_batch_size", on.reward_batch_size, 1);
     on.reference_refresh_rounds = at_least("reference_refresh_rounds", on.reference_refresh_rounds, 0);
+    if (o.has("monitor")) {
+      Section monitor = o.section("monitor");
+      on.monitor = read_monitor_settings(monitor);
+    }
     o.finish();
     // One number of epochs: the round's. train.epochs may repeat it (as the normalised config does) but not differ.
     if (epochs && *epochs != on.epochs_per_round)
@@ -253,6 +257,7 @@ json TrainConfig::to_json() const {
                      {"batch_size", o.batch_size},
                      {"reward_batch_size", o.reward_batch_size},
                      {"reference_refresh_rounds", o.reference_refresh_rounds}};
+    if (o.monitor) out["online"]["monitor"] = o.monitor->to_json();
     out["reward"] = reward;
   }
   qwen::data_parallel_to_json(train.data_parallel, out["train"]);

@@ -16,7 +16,7 @@
 //   output:    {dir, save_steps, save_total_limit, tensorboard, jsonl, progress}
 //   online:    {prompts, rounds, samples_per_prompt, temperature, top_p, top_k, max_new_tokens, seed, min_margin,
 //               pair_mode: max_min|max_random, pairs_per_prompt, epochs_per_round, batch_size, reward_batch_size,
-//               reference_refresh_rounds}
+//               reference_refresh_rounds, monitor: {prompts, max_prompts, format, correct, seed, alarms}}
 //   reward:    any reward backend config ({type: exact_match}, {type: skywork_vl, model: ...}, {type: composite, ...})
 //
 // online (with reward) switches mpo-train to online rounds (mpo/online.h): data.train is then not used (the pairs
@@ -35,6 +35,7 @@
 #include "adapters/qwen2_5_vl/pretrained_config.h"
 #include "mpo/logprobs.h"
 #include "mpo/losses.h"
+#include "mpo/monitor_config.h"
 #include "mpo/pair_builder.h"
 
 namespace vlreward::mpo {
@@ -105,6 +106,8 @@ struct TrainConfig {
     // > 0: the reference becomes the current policy at the start of every k-th round (iterative DPO practice);
     // 0: it stays the initial policy.
     int64_t reference_refresh_rounds = 0;
+    // Reward-hacking and drift monitors with their alarms (mpo/monitor.h); none: not monitored.
+    std::optional<MonitorSettings> monitor;
   };
   std::optional<Online> online;
   nlohmann::json reward;  // the reward backend config (online only), created through the registry

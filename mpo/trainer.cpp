@@ -187,7 +187,8 @@ json resume_relevant(const json& config) {
   out["model"] = json{{"dtype", config.at("model").at("dtype")}};
   if (config.contains("online")) {
     out["online"] = config.at("online");
-    for (const char* key : {"rounds", "batch_size", "reward_batch_size"}) out["online"].erase(key);
+    // Generation batch sizes never change results; the monitors only watch (they draw from their own generators).
+    for (const char* key : {"rounds", "batch_size", "reward_batch_size", "monitor"}) out["online"].erase(key);
     out["reward"] = config.value("reward", json());
   }
   return out;
@@ -472,6 +473,42 @@ PairLogps MpoTrainer::reference_logps(const std::vector<const PreferenceRecord*>
                                     config_.train.logprob_chunk_size)
                             .logps;
   return {ref.chosen.detach(), ref.rejected.detach()};
+}
+
+MpoTrainer::CompletionLogprobs MpoTrainer::completion_logprobs(const std::vector<const PreferenceRecord*>& records,
+                                                              int64_t batch_size) {
+  if (!can_run_reference())
+    throw std::logic_error("MpoTrainer::completion_logprobs: this run has no reference model to compare the policy with");
+  if (batch_size <= 0) throw std::invalid_argument("MpoTrainer::completion_logprobs: batch_size must be positive");
+  torch::NoGradGuard no_grad;
+  const bool was_training = policy_->is_training();
+  policy_->eval();  // no LoRA dropout
+  auto sequence_logps = [&](qwen::Qwen2_5_VLModel& model, const MicroBatch& mb) {
+    qwen::Bf16Autocast guard(c10::DeviceType::CUDA, uses_autocast());
+    return batch_logps(model, mb.batch, config_.train.logprob_chunk_size).sequence_logps.to(torch::kCPU, torch::kFloat64);
+  };
+  CompletionLogprobs out;
+  for (size_t begin = 0; begin < records.size(); begin += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(records.size(), begin + static_cast<size_t>(batch_size));
+    const std::vector<const PreferenceRecord*> part(records.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                    records.begin() + static_cast<std::ptrdiff_t>(end));
+    const MicroBatch mb = prepare_sft_micro_batch(*processor_, part, device_);
+    const torch::Tensor policy = sequence_logps(policy_, mb);
+    torch::Tensor reference;
+    {
+      std::optional<qwen::AdaptersDisabled> base;
+      if (adapters_) base.emplace(*adapters_);
+      reference = sequence_logps(adapters_ ? policy_ : reference_, mb);
+    }
+    const torch::Tensor tokens = mb.batch.completion_mask.sum(1).to(torch::kCPU);
+    for (int64_t r = 0; r < policy.size(0); ++r) {
+      out.policy.push_back(policy[r].item<double>());
+      out.reference.push_back(reference[r].item<double>());
+      out.tokens.push_back(tokens[r].item<int64_t>());
+    }
+  }
+  if (was_training) policy_->train();
+  return out;
 }
 
 void MpoTrainer::precompute_reference(const std::vector<PreferenceRecord>& data, const DataFingerprint& fingerprint) {

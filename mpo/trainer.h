@@ -145,6 +145,17 @@ class MpoTrainer {
   // state().reference_round, and saved in checkpoints from then on (reference.safetensors) so a resume restores it.
   void refresh_reference();
 
+  // Summed log-probabilities of each record's chosen completion, rendered as training renders it, under the policy
+  // and under the reference (the reference model, or with LoRA the base with the adapters off), without gradients
+  // or dropout, `batch_size` records per forward: what a KL(policy || reference) estimate needs. Throws
+  // std::logic_error when the run has no reference to run (SFT-only, precomputed reference log-probs).
+  struct CompletionLogprobs {
+    std::vector<double> policy, reference;
+    std::vector<int64_t> tokens;  // completion tokens per record
+  };
+  CompletionLogprobs completion_logprobs(const std::vector<const PreferenceRecord*>& records, int64_t batch_size);
+  bool can_run_reference() const { return has_reference_model() || adapters_.has_value(); }
+
   // One optimizer step over the given micro-batches (each a non-empty list of pairs). Advances global_step.
   StepMetrics optimizer_step(const std::vector<std::vector<const PreferenceRecord*>>& micro_batches);
 
