@@ -122,6 +122,7 @@ std::map<std::string, double> LossMetrics::to_map(bool trl_reward_scaling) const
 LossResult compute_mpo_loss(const LossConfig& config, const PreferenceLogps& in, const torch::Tensor& sft_nll,
                             RunningMoments* running, std::optional<double> delta) {
   config.validate("MPO loss config");
+  if (!config.bco_reward_shift) delta = 0.0;  // δ fixed: the running moments are not touched
   const auto p = checked(in);
   const int64_t batch = p.chosen.size(0);
   if (config.uses(LossTerm::kBcoPair) && running == nullptr && !delta)

@@ -34,6 +34,8 @@ struct LossConfig {
   std::vector<double> weights{0.8, 0.2, 1.0};  // one per term
   double beta = 0.1;
   double label_smoothing = 0.0;  // ε of the sigmoid term (cDPO); bco_pair and sft ignore it
+  // bco_pair's reward shift δ (RunningMoments); false fixes δ at 0 (an ablation: MPO without the shift).
+  bool bco_reward_shift = true;
 
   static LossConfig mpo() { return {}; }
   static LossConfig dpo() { return {{LossTerm::kSigmoid}, {1.0}, 0.1, 0.0}; }

@@ -78,6 +78,7 @@ TrainConfig TrainConfig::from_json(const json& config, const std::string& source
   if (auto weights = loss.maybe<std::vector<double>>("loss_weights")) c.loss.weights = *weights;
   c.loss.beta = loss.optional<double>("beta", c.loss.beta);
   c.loss.label_smoothing = loss.optional<double>("label_smoothing", c.loss.label_smoothing);
+  c.loss.bco_reward_shift = loss.optional<bool>("bco_reward_shift", c.loss.bco_reward_shift);
   const std::string sft_tokens = loss.optional<std::string>("sft_tokens", "completion");
   if (sft_tokens == "completion") c.sft_tokens = SftTokens::kCompletion;
   else if (sft_tokens == "trl_0.28") c.sft_tokens = SftTokens::kTrl028IgnoreIdZero;
@@ -214,6 +215,7 @@ json TrainConfig::to_json() const {
         {"loss_weights", loss.weights},
         {"beta", loss.beta},
         {"label_smoothing", loss.label_smoothing},
+        {"bco_reward_shift", loss.bco_reward_shift},
         {"sft_tokens", sft_tokens == SftTokens::kCompletion ? "completion" : "trl_0.28"}}},
       {"train",
        {{"learning_rate", train.learning_rate},

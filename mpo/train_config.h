@@ -8,7 +8,7 @@
 //   freeze:    {vision_tower, merger, llm}             # requires_grad false on that parameter group
 //   lora:      {r, alpha, dropout, use_rslora, target_modules, vision_target_modules, init_from}  # adapters only
 //   data:      {train, image_root, shuffle}
-//   loss:      {loss_type, loss_weights, beta, label_smoothing, sft_tokens: completion|trl_0.28}
+//   loss:      {loss_type, loss_weights, beta, label_smoothing, sft_tokens: completion|trl_0.28, bco_reward_shift}
 //   train:     {learning_rate, weight_decay, adam_beta1, adam_beta2, adam_epsilon, warmup_ratio, max_grad_norm,
 //               batch_size, gradient_accumulation_steps, epochs, max_steps, seed, num_threads,
 //               gradient_checkpointing: bool | {decoder, vision}, logprob_chunk_size,

@@ -359,7 +359,8 @@ StepMetrics MpoTrainer::optimizer_step(const std::vector<std::vector<const Prefe
   // Rank r runs micro-batches r, r + W, …: wave w runs micro-batches wW … wW + W − 1 side by side.
   const auto world = static_cast<size_t>(group_->world_size()), rank = static_cast<size_t>(group_->rank());
   const size_t waves = (micro_batches.size() + world - 1) / world;
-  const bool shared_delta = group_->distributed() && config_.loss.uses(LossTerm::kBcoPair) && !sft_only;
+  const bool shared_delta =
+      group_->distributed() && config_.loss.uses(LossTerm::kBcoPair) && config_.loss.bco_reward_shift && !sft_only;
   for (size_t wave = 0; wave < waves; ++wave) {
     const size_t index = wave * world + rank;
     const bool mine = index < micro_batches.size();

@@ -347,6 +347,27 @@ TEST(MpoLossConfig, ValidationNamesTheField) {
   EXPECT_EQ(parse_loss_term("bco_pair", "x"), LossTerm::kBcoPair);
 }
 
+TEST(MpoLosses, WithoutTheRewardShiftBcoPairUsesDeltaZeroAndLeavesTheMomentsAlone) {
+  const auto& c = find_case("mpo");
+  const auto& step = c["steps"][0];
+  PreferenceLogps logps{vec(step["chosen_logps"], torch::kFloat64), vec(step["rejected_logps"], torch::kFloat64),
+                        vec(step["ref_chosen_logps"], torch::kFloat64), vec(step["ref_rejected_logps"], torch::kFloat64)};
+  LossConfig config = LossConfig::mpo();
+  config.bco_reward_shift = false;
+  RunningMoments running;
+  const double mean_before = running.mean();
+  const auto nll = torch::scalar_tensor(step["nll_loss"].get<double>(), torch::kFloat64);
+  const auto result = compute_mpo_loss(config, logps, nll, &running);
+  EXPECT_EQ(running.mean(), mean_before);
+  ASSERT_TRUE(result.delta.has_value());
+  EXPECT_EQ(*result.delta, 0.0);
+  const double bco = bco_pair_losses(logps, 0.1, 0.0).mean().item<double>();
+  const auto with_delta_zero = compute_mpo_loss(LossConfig::mpo(), logps, nll, &running, 0.0);
+  EXPECT_EQ(result.loss.item<double>(), with_delta_zero.loss.item<double>());
+  EXPECT_NE(result.loss.item<double>(), compute_mpo_loss(LossConfig::mpo(), logps, nll, &running).loss.item<double>());
+  EXPECT_GT(bco, 0.0);
+}
+
 TEST(MpoLosses, MissingInputsAreRejected) {
   const auto v = torch::zeros({3}, torch::kFloat64);
   PreferenceLogps logps{v, v, v, v};
